@@ -1,0 +1,199 @@
+"""Architectures, pretrained weights, and the model artifact (one format, one loader).
+
+The artifact is self-describing so serving needs nothing else:
+
+    model_dir/
+      model.pt             state_dict of the whole classifier (CPU tensors)
+      index_to_name.json   {"0": "class name", ...}  (TorchServe convention)
+      imgclf.json          arch, num_classes, image_size, resize_size, mean, std, format version
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from imgclf import __version__
+from imgclf.errors import UserError
+from imgclf.hyperparameters import ARCHITECTURES
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.pt"
+INDEX_FILE = "index_to_name.json"
+META_FILE = "imgclf.json"
+ARTIFACT_FORMAT = 1
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DOWNLOAD_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """How the network was built and how its inputs must be prepared (training eval == serving)."""
+
+    arch: str
+    num_classes: int
+    image_size: int
+    resize_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    format: int = ARTIFACT_FORMAT
+    imgclf_version: str = __version__
+
+    @classmethod
+    def for_training(cls, arch: str, num_classes: int, image_size: int) -> ModelMeta:
+        # ImageNet convention: resize the short side to 256/224 of the crop, then center-crop.
+        return cls(arch=arch, num_classes=num_classes, image_size=image_size,
+                   resize_size=round(image_size * 256 / 224))
+
+
+@dataclass
+class Artifact:
+    model: nn.Module
+    meta: ModelMeta
+    index_to_name: dict[int, str]
+
+
+def head_path(model: nn.Module) -> str:
+    """Dotted name of the classification head: the last Linear layer (fc for ResNets)."""
+    path = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            path = name
+    if path is None:
+        raise ValueError(f"{type(model).__name__} has no Linear head")
+    return path
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, child = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, child, module)
+
+
+def head(model: nn.Module) -> nn.Module:
+    return model.get_submodule(head_path(model))
+
+
+@contextlib.contextmanager
+def headless(model: nn.Module) -> Iterator[nn.Module]:
+    """The model with its head swapped for Identity: forward() returns backbone features."""
+    path = head_path(model)
+    original = model.get_submodule(path)
+    _set_submodule(model, path, nn.Identity())
+    try:
+        yield model
+    finally:
+        _set_submodule(model, path, original)
+
+
+def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """torchvision's own download (cached under TORCH_HOME); a clear error instead of a hang offline."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return weights.get_state_dict(progress=False)
+    except Exception as exc:  # URLError, timeouts, HTTP errors, corrupt cache
+        raise UserError(
+            f"Could not get ImageNet weights for {arch} from {weights.url} "
+            f"(cache: {torch.hub.get_dir()}): {exc}. The job may have no internet access (network isolation, "
+            "a VPC without NAT). Set pretrained-weights to a local .pth file (bake one into the image with "
+            "--build-arg PRETRAINED_WEIGHTS_URL=...) or to 'none' to train from random init."
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise UserError(
+            f"pretrained-weights file {path!r} does not exist. Use 'imagenet', 'none' or a path to a .pth file."
+        )
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"pretrained-weights file {path!r} is not a readable PyTorch state_dict: {exc}") from None
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict):
+        raise UserError(f"pretrained-weights file {path!r} holds a {type(loaded).__name__}, not a state_dict.")
+    return {k.removeprefix("module."): v for k, v in loaded.items()}
+
+
+def build_model(arch: str, num_classes: int, pretrained_weights: str = "none") -> nn.Module:
+    """The torchvision architecture with pretrained backbone weights (if any) and a new head."""
+    if arch not in ARCHITECTURES:
+        raise UserError(f"Unknown arch {arch!r}. Choose one of: {', '.join(ARCHITECTURES)}.")
+    model = torchvision.models.get_model(arch, weights=None)
+    source = pretrained_weights.strip()
+    if source.lower() not in ("", "none"):
+        state = _imagenet_state_dict(arch) if source.lower() == "imagenet" else _file_state_dict(source)
+        own = model.state_dict()
+        # The old head's shape depends on what the weights were trained for; the backbone must match exactly.
+        hp = head_path(model)
+        state = {k: v for k, v in state.items() if not k.startswith(hp + ".")}
+        mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        missing = [k for k in own if not k.startswith(hp + ".") and k not in state]
+        if mismatched or missing:
+            raise UserError(
+                f"pretrained-weights {source!r} do not fit {arch}: "
+                f"{len(missing)} missing and {len(mismatched)} mismatched tensors "
+                f"(first: {(missing + mismatched)[0]})."
+            )
+        model.load_state_dict(state, strict=False)
+        log.info("Loaded pretrained weights for %s from %s", arch, source)
+    old_head = head(model)
+    _set_submodule(model, head_path(model), nn.Linear(old_head.in_features, num_classes))
+    return model
+
+
+def save_artifact(model: nn.Module, meta: ModelMeta, class_names: list[str], model_dir: str | Path) -> None:
+    """Write the three files; the weights go last through a temp file so a full disk never leaves half a model."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / INDEX_FILE).write_text(json.dumps({str(i): n for i, n in enumerate(class_names)}, indent=1))
+    (model_dir / META_FILE).write_text(json.dumps(asdict(meta), indent=1))
+    module = model.module if hasattr(model, "module") else model  # unwrap DDP
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    tmp = model_dir / (WEIGHTS_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, model_dir / WEIGHTS_FILE)
+
+
+def load_meta(model_dir: str | Path) -> ModelMeta:
+    path = Path(model_dir) / META_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: {model_dir} is not an imgclf model directory.") from None
+    if raw.get("format") != ARTIFACT_FORMAT:
+        raise UserError(f"{path} has artifact format {raw.get('format')}; this imgclf reads {ARTIFACT_FORMAT}.")
+    raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
+    return ModelMeta(**raw)
+
+
+def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> Artifact:
+    """The one loader: the model in eval mode on `device`, its preprocessing settings and class names."""
+    model_dir = Path(model_dir)
+    meta = load_meta(model_dir)
+    index = json.loads((model_dir / INDEX_FILE).read_text())
+    index_to_name = {int(k): v for k, v in index.items()}
+    model = build_model(meta.arch, meta.num_classes, "none")
+    state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return Artifact(model=model, meta=meta, index_to_name=index_to_name)
