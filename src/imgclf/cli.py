@@ -15,14 +15,26 @@ from imgclf import __version__
 from imgclf.errors import UserError
 
 COMMANDS = {
-    "sample-data": ("imgclf.commands.sample_data", "Write the embedded digits sample as ImageFolder train/valid/test."),
-    "train": ("imgclf.commands.train", "Train on an ImageFolder directory (or the SageMaker /opt/ml contract)."),
+    "sample-data": (
+        "imgclf.commands.sample_data",
+        "Write the embedded digits sample as ImageFolder train/valid/test.",
+    ),
+    "train": (
+        "imgclf.commands.train",
+        "Train on an ImageFolder directory (or the SageMaker /opt/ml contract).",
+    ),
     "serve": ("imgclf.serving.server", "Serve a model directory over the SageMaker HTTP contract (MMS)."),
     "predict": ("imgclf.client", "Classify images with a running endpoint (local URL or SageMaker)."),
-    "tune": ("imgclf.tuning", "Local hyperparameter search (Optuna) over the same space as the SageMaker tuner."),
+    "tune": (
+        "imgclf.tuning",
+        "Local hyperparameter search (Optuna) over the same space as the SageMaker tuner.",
+    ),
     "report": ("imgclf.reports", "Debugger-rule and profiler reports from a run's output."),
     "sagemaker": ("imgclf.launch", "Launch training, tuning, endpoints and batch transform on SageMaker."),
-    "metric-definitions": ("imgclf.commands.metric_definitions", "Print the SageMaker metric_definitions JSON."),
+    "metric-definitions": (
+        "imgclf.commands.metric_definitions",
+        "Print the SageMaker metric_definitions JSON.",
+    ),
 }
 
 
@@ -45,8 +57,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return importlib.import_module(args._module).run(args) or 0
     except UserError as exc:

@@ -34,24 +34,28 @@ Sample = tuple[str, int]  # (path, class index)
 
 def eval_transform(meta: ModelMeta) -> T.Compose:
     """Resize the short side, center-crop, normalise: validation, test and serving."""
-    return T.Compose([
-        T.Resize(meta.resize_size),
-        T.CenterCrop(meta.image_size),
-        T.ToTensor(),
-        T.Normalize(meta.mean, meta.std),
-    ])
+    return T.Compose(
+        [
+            T.Resize(meta.resize_size),
+            T.CenterCrop(meta.image_size),
+            T.ToTensor(),
+            T.Normalize(meta.mean, meta.std),
+        ]
+    )
 
 
 def train_transform(meta: ModelMeta, augment: bool) -> T.Compose:
     if not augment:
         return eval_transform(meta)
-    return T.Compose([
-        T.Resize(meta.resize_size),
-        T.RandomCrop(meta.image_size),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(meta.mean, meta.std),
-    ])
+    return T.Compose(
+        [
+            T.Resize(meta.resize_size),
+            T.RandomCrop(meta.image_size),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(meta.mean, meta.std),
+        ]
+    )
 
 
 def open_rgb(path: str) -> Image.Image:
@@ -81,7 +85,9 @@ class Channel:
     skipped: list[str]
 
 
-def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None, channel: str = "train") -> Channel:
+def scan_image_folder(
+    root: str | Path, classes: Sequence[str] | None = None, channel: str = "train"
+) -> Channel:
     """ImageFolder layout: root/<class>/<image>. Unreadable files are skipped, counted and logged.
 
     `classes` fixes the class list (valid/test must use train's); a class there with no folder is fine,
@@ -121,7 +127,9 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None, ch
     for path in skipped:
         log.warning("Skipping unreadable image %s", path)
     if skipped:
-        log.warning("%s channel: skipped %d unreadable file(s), kept %d image(s)", channel, len(skipped), len(samples))
+        log.warning(
+            "%s channel: skipped %d unreadable file(s), kept %d image(s)", channel, len(skipped), len(samples)
+        )
     if empty:
         raise UserError(
             f"Class folder(s) with no readable image in the {channel} channel {root}: {', '.join(empty)}. "
@@ -183,6 +191,7 @@ def class_counts(samples: list[Sample]) -> Counter:
 
 
 # ---- embedded sample ------------------------------------------------------------------------------------------
+
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """The embedded digits: (N, 8, 8) uint8 images in 0..255 and (N,) labels."""

@@ -54,33 +54,64 @@ class Param:
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
 
 SPEC: tuple[Param, ...] = (
-    Param("lr", float, 0.001, "Learning rate (AdamW).", tuning=Continuous(0.001, 0.1, log=True),
-          aliases=("learning-rate",)),
-    Param("batch-size", int, 64, "Images per step (per process under DDP).",
-          tuning=Categorical((8, 16, 32, 64, 128, 256, 512))),
+    Param(
+        "lr",
+        float,
+        0.001,
+        "Learning rate (AdamW).",
+        tuning=Continuous(0.001, 0.1, log=True),
+        aliases=("learning-rate",),
+    ),
+    Param(
+        "batch-size",
+        int,
+        64,
+        "Images per step (per process under DDP).",
+        tuning=Categorical((8, 16, 32, 64, 128, 256, 512)),
+    ),
     Param("epochs", int, 5, "Maximum number of epochs.", tuning=Integer(2, 10)),
     Param("arch", str, "resnet18", "Backbone architecture.", choices=ARCHITECTURES),
     Param("image-size", int, 224, "Side of the square crop fed to the network, in pixels."),
-    Param("train-backbone", bool, False,
-          "Fine-tune all layers. Off: frozen backbone + new head, as the seeds did."),
-    Param("pretrained-weights", str, "imagenet",
-          "'imagenet' (torchvision download or TORCH_HOME cache), a local .pth path (e.g. baked into the "
-          "image for network-isolated jobs), or 'none' for random init."),
+    Param(
+        "train-backbone",
+        bool,
+        False,
+        "Fine-tune all layers. Off: frozen backbone + new head, as the seeds did.",
+    ),
+    Param(
+        "pretrained-weights",
+        str,
+        "imagenet",
+        "'imagenet' (torchvision download or TORCH_HOME cache), a local .pth path (e.g. baked into the "
+        "image for network-isolated jobs), or 'none' for random init.",
+    ),
     Param("augment", bool, True, "Random crop + horizontal flip on training images."),
-    Param("cache-features", bool, True,
-          "With a frozen backbone and augment off, run the backbone once and train the head on cached "
-          "features: epochs cost seconds; trade-off: no augmentation and the features live in memory."),
+    Param(
+        "cache-features",
+        bool,
+        True,
+        "With a frozen backbone and augment off, run the backbone once and train the head on cached "
+        "features: epochs cost seconds; trade-off: no augmentation and the features live in memory.",
+    ),
     Param("patience", int, 3, "Early stopping: epochs without valid_loss improvement; 0 turns it off."),
     Param("weight-decay", float, 0.0001, "AdamW weight decay."),
-    Param("valid-fraction", float, 0.1, "Share of train held out (stratified) when there is no valid channel."),
+    Param(
+        "valid-fraction", float, 0.1, "Share of train held out (stratified) when there is no valid channel."
+    ),
     Param("seed", int, 0, "Random seed for splits, init and shuffling."),
     Param("num-workers", int, -1, "DataLoader workers; -1 picks from the CPU count."),
-    Param("amp", bool, True, "Mixed precision (bf16/fp16 autocast) on CUDA; ignored on CPU, where it is slower."),
+    Param(
+        "amp", bool, True, "Mixed precision (bf16/fp16 autocast) on CUDA; ignored on CPU, where it is slower."
+    ),
     Param("debug-train-interval", int, 100, "smdebug: save losses every N training steps."),
     Param("debug-eval-interval", int, 10, "smdebug: save losses every N evaluation steps."),
-    Param("debug-collections", str, "losses",
-          "smdebug collections to save, comma-separated (losses, weights, gradients, biases); weights and "
-          "gradients cost 4-5x step time."),
+    Param(
+        "debug-collections",
+        str,
+        "losses",
+        "smdebug collections to save, comma-separated (losses, weights, gradients, biases); weights and "
+        "gradients cost 4-5x step time.",
+    ),
 )
 
 BY_NAME: dict[str, Param] = {}
@@ -182,7 +213,9 @@ class Hyperparameters:
                 unknown.append(key)
                 continue
             if param.attr in seen and seen[param.attr] != key:
-                raise UserError(f"Hyperparameter '{param.name}' is given twice: as '{seen[param.attr]}' and '{key}'.")
+                raise UserError(
+                    f"Hyperparameter '{param.name}' is given twice: as '{seen[param.attr]}' and '{key}'."
+                )
             seen[param.attr] = key
             values[param.attr] = parse_value(param, value)
         if unknown:
@@ -222,11 +255,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for p in SPEC:
         flags = [f"--{p.name}", *(f"--{a}" for a in p.aliases)]
         if p.type is bool:
-            group.add_argument(*flags, dest=p.attr, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{p.help} (default: {p.default})")
+            group.add_argument(
+                *flags,
+                dest=p.attr,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{p.help} (default: {p.default})",
+            )
         else:
-            group.add_argument(*flags, dest=p.attr, default=None, metavar=p.type.__name__.upper(),
-                               choices=p.choices, help=f"{p.help} (default: {p.default})")
+            group.add_argument(
+                *flags,
+                dest=p.attr,
+                default=None,
+                metavar=p.type.__name__.upper(),
+                choices=p.choices,
+                help=f"{p.help} (default: {p.default})",
+            )
 
 
 def from_arguments(args: argparse.Namespace) -> Hyperparameters:

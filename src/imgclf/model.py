@@ -55,8 +55,12 @@ class ModelMeta:
     @classmethod
     def for_training(cls, arch: str, num_classes: int, image_size: int) -> ModelMeta:
         # ImageNet convention: resize the short side to 256/224 of the crop, then center-crop.
-        return cls(arch=arch, num_classes=num_classes, image_size=image_size,
-                   resize_size=round(image_size * 256 / 224))
+        return cls(
+            arch=arch,
+            num_classes=num_classes,
+            image_size=image_size,
+            resize_size=round(image_size * 256 / 224),
+        )
 
 
 @dataclass
@@ -125,12 +129,16 @@ def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"pretrained-weights file {path!r} is not a readable PyTorch state_dict: {exc}") from None
+        raise UserError(
+            f"pretrained-weights file {path!r} is not a readable PyTorch state_dict: {exc}"
+        ) from None
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
     if not isinstance(loaded, dict):
-        raise UserError(f"pretrained-weights file {path!r} holds a {type(loaded).__name__}, not a state_dict.")
+        raise UserError(
+            f"pretrained-weights file {path!r} holds a {type(loaded).__name__}, not a state_dict."
+        )
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
@@ -181,7 +189,9 @@ def load_meta(model_dir: str | Path) -> ModelMeta:
     except FileNotFoundError:
         raise UserError(f"{path} not found: {model_dir} is not an imgclf model directory.") from None
     if raw.get("format") != ARTIFACT_FORMAT:
-        raise UserError(f"{path} has artifact format {raw.get('format')}; this imgclf reads {ARTIFACT_FORMAT}.")
+        raise UserError(
+            f"{path} has artifact format {raw.get('format')}; this imgclf reads {ARTIFACT_FORMAT}."
+        )
     raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
     return ModelMeta(**raw)
 

@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     counts = write_sample_data(args.out_dir, seed=args.seed)
-    print(f"Wrote {sum(counts.values())} digit images to {args.out_dir}: "
-          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(
+        f"Wrote {sum(counts.values())} digit images to {args.out_dir}: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+    )
     return 0

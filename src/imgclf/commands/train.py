@@ -1,0 +1,81 @@
+"""`imgclf train`: the trainer on local paths (the container runs the same `fit` on the /opt/ml contract)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+from pathlib import Path
+
+from imgclf import hyperparameters
+from imgclf.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="Dataset root with train/ (and optional valid/, test/) ImageFolder subfolders, or a "
+        "single ImageFolder used as train. Default: the embedded digits sample.",
+    )
+    parser.add_argument("--train", type=Path, help="Train channel (overrides DATA/train).")
+    parser.add_argument(
+        "--valid", type=Path, help="Valid channel (default DATA/valid, else split from train)."
+    )
+    parser.add_argument("--test", type=Path, help="Test channel (default DATA/test, if present).")
+    parser.add_argument("--model-dir", type=Path, default=Path("model"), help="Where the artifact goes.")
+    parser.add_argument(
+        "--checkpoint-dir", type=Path, help="Per-epoch checkpoints; a rerun resumes from them."
+    )
+    parser.add_argument("--debugger-out", type=Path, help="Turn on the smdebug hook, writing tensors here.")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="Record system utilisation and a torch.profiler trace to DIR.",
+    )
+    hyperparameters.add_arguments(parser)
+
+
+def _channels(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None]:
+    data = args.data
+    if data is None and args.train is None:
+        from imgclf.data import write_sample_data
+
+        data = Path(tempfile.mkdtemp(prefix="imgclf-sample-"))
+        write_sample_data(data)
+        print(f"No --data given: training on the embedded digits sample written to {data}", flush=True)
+    if data is not None and not data.is_dir():
+        raise UserError(f"--data {data} is not a directory.")
+    nested = data is not None and (data / "train").is_dir()
+    train = args.train or (data / "train" if nested else data)
+    valid = args.valid or (data / "valid" if nested and (data / "valid").is_dir() else None)
+    test = args.test or (data / "test" if nested and (data / "test").is_dir() else None)
+    return train, valid, test
+
+
+def run(args: argparse.Namespace) -> int:
+    from imgclf.training import RunConfig, fit
+
+    hp = hyperparameters.from_arguments(args)
+    train, valid, test = _channels(args)
+    cfg = RunConfig(
+        train_dir=train,
+        valid_dir=valid,
+        test_dir=test,
+        model_dir=args.model_dir,
+        checkpoint_dir=args.checkpoint_dir,
+        debugger_out=args.debugger_out,
+    )
+    profiler = contextlib.nullcontext()
+    if args.profile is not None:
+        from imgclf.profiling import Profiler
+
+        profiler = Profiler(args.profile)
+    with profiler as p:
+        result = fit(hp, cfg, profiler=p)
+    summary = f"valid_accuracy {result['valid_accuracy']:.4f} (epoch {result['best_epoch']})"
+    if "test_accuracy" in result:
+        summary += f", test_accuracy {result['test_accuracy']:.4f}"
+    print(f"Model written to {args.model_dir}: {summary}", flush=True)
+    return 0
