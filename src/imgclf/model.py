@@ -129,16 +129,12 @@ def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(
-            f"pretrained-weights file {path!r} is not a readable PyTorch state_dict: {exc}"
-        ) from None
+        raise UserError(f"pretrained-weights file {path!r} is not a readable PyTorch state_dict: {exc}") from None
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
     if not isinstance(loaded, dict):
-        raise UserError(
-            f"pretrained-weights file {path!r} holds a {type(loaded).__name__}, not a state_dict."
-        )
+        raise UserError(f"pretrained-weights file {path!r} holds a {type(loaded).__name__}, not a state_dict.")
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
@@ -155,12 +151,13 @@ def build_model(arch: str, num_classes: int, pretrained_weights: str = "none") -
         hp = head_path(model)
         state = {k: v for k, v in state.items() if not k.startswith(hp + ".")}
         mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        unexpected = [k for k in state if k not in own]
         missing = [k for k in own if not k.startswith(hp + ".") and k not in state]
-        if mismatched or missing:
+        if mismatched or missing or unexpected:
             raise UserError(
-                f"pretrained-weights {source!r} do not fit {arch}: "
-                f"{len(missing)} missing and {len(mismatched)} mismatched tensors "
-                f"(first: {(missing + mismatched)[0]})."
+                f"pretrained-weights {source!r} do not fit {arch}: {len(missing)} missing, "
+                f"{len(unexpected)} unexpected and {len(mismatched)} mismatched tensors "
+                f"(first: {(missing + unexpected + mismatched)[0]})."
             )
         model.load_state_dict(state, strict=False)
         log.info("Loaded pretrained weights for %s from %s", arch, source)
@@ -189,9 +186,7 @@ def load_meta(model_dir: str | Path) -> ModelMeta:
     except FileNotFoundError:
         raise UserError(f"{path} not found: {model_dir} is not an imgclf model directory.") from None
     if raw.get("format") != ARTIFACT_FORMAT:
-        raise UserError(
-            f"{path} has artifact format {raw.get('format')}; this imgclf reads {ARTIFACT_FORMAT}."
-        )
+        raise UserError(f"{path} has artifact format {raw.get('format')}; this imgclf reads {ARTIFACT_FORMAT}.")
     raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
     return ModelMeta(**raw)
 

@@ -116,15 +116,9 @@ def _load_channels(hp: Hyperparameters, cfg: RunConfig) -> _Datasets:
         )
         if not valid:
             raise UserError("Too few train images to split a validation set; add a valid channel.")
-    test = (
-        data.scan_image_folder(cfg.test_dir, train_ch.classes, channel="test").samples
-        if cfg.test_dir
-        else None
-    )
+    test = data.scan_image_folder(cfg.test_dir, train_ch.classes, channel="test").samples if cfg.test_dir else None
     if len(train_ch.classes) < 2:
-        raise UserError(
-            f"Need at least 2 classes to train, found {len(train_ch.classes)} in {cfg.train_dir}."
-        )
+        raise UserError(f"Need at least 2 classes to train, found {len(train_ch.classes)} in {cfg.train_dir}.")
     log.info(
         "Classes: %d; images: train %d, valid %d, test %s",
         len(train_ch.classes),
@@ -177,18 +171,14 @@ class _Trainer:
                 self.trainable, device_ids=[layout.local_rank] if layout.use_cuda else None
             )
         self.debug = (
-            debugger.create(hp, cfg.debughook_config, cfg.debugger_out)
-            if layout.is_main
-            else debugger.Debugger(None)
+            debugger.create(hp, cfg.debughook_config, cfg.debugger_out) if layout.is_main else debugger.Debugger(None)
         )
         self.debug.register(self.trainable, self.criterion)
 
     # ---- data -----------------------------------------------------------------------------------------------
 
     def _image_loader(self, samples, train: bool, distributed_shard: bool) -> DataLoader:
-        transform = (
-            data.train_transform(self.meta, self.hp.augment) if train else data.eval_transform(self.meta)
-        )
+        transform = data.train_transform(self.meta, self.hp.augment) if train else data.eval_transform(self.meta)
         dataset = data.ImageDataset(samples, transform)
         sampler = None
         if distributed_shard and self.layout.distributed:
@@ -418,8 +408,8 @@ class _Trainer:
                     best["bad_epochs"] += 1
                 stopped_early = best["bad_epochs"] >= hp.patience > 0
                 if main:
+                    self._save_checkpoint(epoch, best, history)  # first: a printed epoch is a saved epoch
                     metrics.emit(line)
-                    self._save_checkpoint(epoch, best, history)
                     if stopped_early:
                         print(
                             f"Early stopping: valid_loss has not improved for {hp.patience} epochs; "

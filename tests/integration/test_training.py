@@ -1,0 +1,232 @@
+"""The trainer for real: the CLI, sagemaker-training's `train` program on a fake /opt/ml, signals, DDP."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import FAST_HYPERPARAMETERS, VENV_BIN, free_port, make_opt_ml, sagemaker_train
+
+from imgclf.metrics import METRIC_DEFINITIONS
+from imgclf.model import load_artifact
+
+pytestmark = pytest.mark.integration
+
+
+def _fast_flags(**overrides: str) -> list[str]:
+    flags = []
+    for key, value in {**FAST_HYPERPARAMETERS, **overrides}.items():
+        if value in ("true", "false"):
+            flags.append(f"--{key}" if value == "true" else f"--no-{key}")
+        else:
+            flags += [f"--{key}", value]
+    return flags
+
+
+def _imgclf(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "imgclf"), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"{pattern!r} not seen in time; output:\n{''.join(seen)[-3000:]}")
+
+
+def test_cli_trains_the_embedded_sample_above_95_percent(sample_data, tmp_path):
+    out = _imgclf("train", "--data", str(sample_data), "--model-dir", str(tmp_path / "model"), *_fast_flags(epochs="8"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    test_line = re.search(r"test_loss=\S+ test_accuracy=(\S+)", out.stdout)
+    assert test_line and float(test_line.group(1)) >= 0.95, out.stdout
+    artifact = load_artifact(tmp_path / "model")
+    assert artifact.index_to_name == {i: str(i) for i in range(10)}
+    assert artifact.meta.image_size == 32
+
+
+def test_sagemaker_contract_run_with_seed_spellings(sample_data, tmp_path):
+    hps = {**FAST_HYPERPARAMETERS, "batch_size": "32", "epochs": "2", "sagemaker_job_name": '"job-1"'}
+    del hps["batch-size"]
+    base = make_opt_ml(tmp_path / "ml", {"train": sample_data / "train", "test": sample_data / "test"}, hps)
+    proc = sagemaker_train(base)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert sorted(os.listdir(base / "model")) == ["imgclf.json", "index_to_name.json", "model.pt"]
+    assert sorted(os.listdir(base / "checkpoints")) == ["checkpoint-0001.pt", "checkpoint-0002.pt"]
+    assert not (base / "output" / "failure").exists()
+    # Every metric definition finds its value in the real log, as SageMaker's regexes would.
+    for definition in METRIC_DEFINITIONS:
+        values = [float(v) for v in re.findall(definition["Regex"], out)]
+        assert values, f"{definition['Name']} not found in the log"
+    assert re.findall(METRIC_DEFINITIONS[0]["Regex"], out) == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    "hyperparameters, reason",
+    [
+        ({"lr": "abc"}, "Hyperparameter 'lr' must be a float, got 'abc'."),
+        ({"batchsize": "8"}, "Unknown hyperparameter(s): batchsize."),
+        ({"arch": "resnet1"}, "Hyperparameter 'arch' must be one of resnet18, resnet34, resnet50"),
+    ],
+)
+def test_bad_hyperparameter_fails_with_a_readable_failure_file(sample_data, tmp_path, hyperparameters, reason):
+    base = make_opt_ml(tmp_path / "ml", {"train": sample_data / "train"}, hyperparameters)
+    shutil.rmtree(base / "output")  # SageMaker creates it; the toolkit alone would swallow the error without it
+    proc = sagemaker_train(base)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(reason) and len(failure) < 1024
+
+
+def test_missing_train_channel_fails_clearly(sample_data, tmp_path):
+    base = make_opt_ml(tmp_path / "ml", {"valid": sample_data / "valid"}, FAST_HYPERPARAMETERS)
+    proc = sagemaker_train(base)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "No 'train' channel" in (base / "output" / "failure").read_text()
+
+
+def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes(sample_data, tmp_path):
+    hps = {**FAST_HYPERPARAMETERS, "epochs": "4", "patience": "0"}
+    base = make_opt_ml(tmp_path / "ml", {"train": sample_data / "train", "valid": sample_data / "valid"}, hps)
+    proc = sagemaker_train(base)
+    _read_until(proc, r"^epoch=1 ", timeout=180)
+    time.sleep(1.0)  # now inside epoch 2
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - stopped_at < 15, "did not stop promptly"
+    assert proc.returncode != 0
+    failure = (base / "output" / "failure").read_text()
+    assert "stopped by signal 15 during epoch 2" in failure
+    assert (base / "checkpoints" / "checkpoint-0001.pt").exists()
+    assert not (base / "model" / "model.pt").exists()
+
+    (base / "output" / "failure").unlink()
+    rerun = sagemaker_train(base)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out[-3000:]
+    assert "Resumed from checkpoint after epoch 1" in out
+    assert re.findall(r"^epoch=(\d+) ", out, re.M) == ["2", "3", "4"]
+    assert (base / "model" / "model.pt").exists()
+
+
+def test_sigkill_mid_run_resumes_from_the_last_epoch_checkpoint(sample_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    args = [
+        "train",
+        "--data",
+        str(sample_data),
+        "--model-dir",
+        str(tmp_path / "model"),
+        "--checkpoint-dir",
+        str(ckpt),
+        *_fast_flags(epochs="3", patience="0"),
+    ]
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "imgclf"), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    _read_until(proc, r"^epoch=2 ", timeout=240)
+    proc.kill()
+    proc.wait()
+    # A half-written newer checkpoint (killed during torch.save) must not stop the resume.
+    (ckpt / "checkpoint-0003.pt").write_bytes(b"\x80\x02garbage")
+    out = _imgclf(*args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Resumed from checkpoint after epoch 2" in out.stdout
+    assert "unreadable" in out.stderr
+    assert re.findall(r"^epoch=(\d+) ", out.stdout, re.M) == ["3"]
+
+
+def test_checkpoint_of_a_different_configuration_is_refused(sample_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    base = ["train", "--data", str(sample_data), "--checkpoint-dir", str(ckpt)]
+    first = _imgclf(*base, "--model-dir", str(tmp_path / "a"), *_fast_flags(epochs="1"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _imgclf(*base, "--model-dir", str(tmp_path / "b"), *_fast_flags(epochs="1", arch="resnet34"))
+    assert second.returncode == 2
+    assert "holds a checkpoint of a different run" in second.stderr
+
+
+def test_frozen_backbone_with_cached_features_trains_only_the_head(sample_data, tmp_path):
+    from imgclf.model import build_model
+
+    weights = tmp_path / "backbone.pth"
+    torch.save(build_model("resnet18", 1000).state_dict(), weights)  # stands in for downloaded ImageNet weights
+    out = _imgclf(
+        "train",
+        "--data",
+        str(sample_data),
+        "--model-dir",
+        str(tmp_path / "model"),
+        *_fast_flags(**{"pretrained-weights": str(weights), "train-backbone": "false", "epochs": "2"}),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    trained = load_artifact(tmp_path / "model").model
+    source = torch.load(weights, weights_only=True)
+    assert torch.equal(trained.conv1.weight, source["conv1.weight"])  # backbone untouched
+    assert torch.equal(trained.layer4[1].bn2.running_mean, source["layer4.1.bn2.running_mean"])
+
+
+def test_debugger_hook_writes_a_loss_series_smdebug_can_read(sample_data, tmp_path):
+    out = _imgclf(
+        "train",
+        "--data",
+        str(sample_data),
+        "--model-dir",
+        str(tmp_path / "model"),
+        "--debugger-out",
+        str(tmp_path / "debug"),
+        "--debug-train-interval",
+        "10",
+        "--debug-eval-interval",
+        "2",
+        *_fast_flags(epochs="2"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    from smdebug.trials import create_trial
+
+    trial = create_trial(str(tmp_path / "debug"))
+    from smdebug import modes
+
+    losses = trial.tensor_names(collection="losses")
+    assert losses
+    train_steps = trial.tensor(losses[0]).steps(mode=modes.TRAIN)
+    eval_steps = trial.tensor(losses[0]).steps(mode=modes.EVAL)
+    assert len(train_steps) >= 5 and len(eval_steps) >= 2
+    assert all(float(trial.tensor(losses[0]).value(s, mode=modes.TRAIN)) > 0 for s in train_steps)
+
+
+def test_two_hosts_train_with_ddp_and_only_rank_0_writes_the_model(sample_data, tmp_path):
+    hosts = ["algo-1", "algo-2"]
+    hps = {**FAST_HYPERPARAMETERS, "epochs": "2"}
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    procs, bases = [], []
+    for host in hosts:
+        base = make_opt_ml(
+            tmp_path / host,
+            {"train": sample_data / "train", "valid": sample_data / "valid"},
+            hps,
+            hosts=hosts,
+            current_host=host,
+        )
+        bases.append(base)
+        procs.append(sagemaker_train(base, env))
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert (bases[0] / "model" / "model.pt").exists()
+    assert not (bases[1] / "model" / "model.pt").exists()
+    assert re.findall(r"^epoch=\d", outs[0], re.M) and not re.findall(r"^epoch=\d", outs[1], re.M)
