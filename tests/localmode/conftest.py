@@ -1,0 +1,9 @@
+"""Local-mode tier: fixtures live in localmode_support.py (helpers the tests import too)."""
+
+from localmode_support import (  # noqa: F401  (fixtures pytest collects from this conftest)
+    docker_ready,
+    images,
+    localmode,
+    localmode_lock,
+    trained_model,
+)

@@ -1,0 +1,125 @@
+"""Smoke test 6: the HyperparameterTuner the launcher builds, checked as the request SDK v2 would send.
+
+Local mode cannot run tuning jobs, so the tuner is built for SageMaker (dummy role/bucket, no AWS call) and its
+CreateHyperParameterTuningJob / CreateTrainingJob requests are checked against the one spec and against a real
+metric line from a 1-epoch native `imgclf train` (the same space runs locally with `imgclf tune`).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from localmode_support import FAST_HYPERPARAMETERS, VENV_BIN
+
+from imgclf import launch
+from imgclf.hyperparameters import SPEC, Categorical, Continuous, Hyperparameters, Integer
+from imgclf.metrics import METRIC_DEFINITIONS
+
+pytestmark = pytest.mark.localmode
+
+ROLE = "arn:aws:iam::123456789012:role/imgclf-sagemaker"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgclf-train:v1"
+
+
+@pytest.fixture(scope="module")
+def real_metric_lines(sample_data, tmp_path_factory) -> list[str]:
+    """What the trainer really prints: run it natively for one epoch with the fast settings."""
+    out = tmp_path_factory.mktemp("one-epoch")
+    cmd = [str(VENV_BIN / "imgclf"), "train", "--data", str(sample_data), "--model-dir", str(out / "model")]
+    for name, value in {**FAST_HYPERPARAMETERS, "epochs": "1"}.items():
+        if value in ("true", "false"):
+            cmd.append(f"--{name}" if value == "true" else f"--no-{name}")
+        else:
+            cmd += [f"--{name}", value]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = [line for line in r.stdout.splitlines() if re.match(r"^(epoch|test_loss)=", line)]
+    assert len(lines) == 2, r.stdout[-3000:]
+    return lines
+
+
+def _values(line: str) -> dict[str, float]:
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([-+0-9.eE]+)", line)}
+
+
+def test_tuner_request_has_spec_ranges_objective_and_metric_regexes_that_read_real_trainer_lines(
+    localmode, sample_data, real_metric_lines
+):
+    hps = {"train-backbone": "true", "pretrained-weights": "none", "image-size": "64"}
+    result, _, seconds = localmode.driver(
+        "tuner", sdk=2, args={"role": ROLE, "bucket": "imgclf-test-bucket", "image": IMAGE, "hyperparameters": hps}
+    )
+    print(f"tuner driver: {seconds:.1f} s")
+    for objective, direction in (("valid_accuracy", "Maximize"), ("valid_loss", "Minimize")):
+        req = result[objective]
+        cfg = req["tuning_config"] if "tuning_config" in req else req
+        assert cfg["objective_metric_name"] == objective
+        assert cfg["objective_type"] == direction
+        assert cfg["strategy"] == "Bayesian"
+        assert (cfg["max_jobs"], cfg["max_parallel_jobs"]) == (6, 2)
+        ranges = cfg["parameter_ranges"]
+        # Exactly the spec's tuning ranges, by the names the trainer reads.
+        by_name = {r["Name"]: r for kind in ranges.values() for r in kind}
+        tuned = {p.name: p.tuning for p in SPEC if p.tuning is not None}
+        assert set(by_name) == set(tuned)
+        for name, t in tuned.items():
+            r = by_name[name]
+            if isinstance(t, Continuous):
+                assert r in ranges["ContinuousParameterRanges"]
+                assert (float(r["MinValue"]), float(r["MaxValue"])) == (t.low, t.high)
+                assert r["ScalingType"] == ("Logarithmic" if t.log else "Auto")
+            elif isinstance(t, Integer):
+                assert r in ranges["IntegerParameterRanges"]
+                assert (int(r["MinValue"]), int(r["MaxValue"])) == (t.low, t.high)
+            elif isinstance(t, Categorical):
+                assert r in ranges["CategoricalParameterRanges"]
+                assert r["Values"] == [str(v) for v in t.values]
+        # Every value the tuner can pick parses with the trainer's own spec.
+        for r in ranges["CategoricalParameterRanges"]:
+            for v in r["Values"]:
+                Hyperparameters.from_mapping({r["Name"]: v})
+
+        job = req["training_config"]
+        assert job["image_uri"] == IMAGE
+        assert job["metric_definitions"] == METRIC_DEFINITIONS
+        assert job["use_spot_instances"] is True
+        assert job["checkpoint_s3_uri"] == "s3://imgclf-test-bucket/imgclf/checkpoints"
+        # Static hyperparameters: strings, minus the tuned ones, and readable by the trainer.
+        static = {k: v for k, v in job["static_hyperparameters"].items() if not k.startswith(("_", "sagemaker_"))}
+        assert static == hps
+        assert all(isinstance(v, str) for v in static.values())
+        Hyperparameters.from_mapping(job["static_hyperparameters"])
+
+    # The regexes SageMaker runs over the logs pull the right numbers out of the trainer's real lines.
+    epoch_line, test_line = real_metric_lines
+    printed = {**_values(epoch_line), **_values(test_line)}
+    found = {}
+    for d in result["valid_accuracy"]["training_config"]["metric_definitions"]:
+        for line in real_metric_lines:
+            m = re.search(d["Regex"], line)
+            if m:
+                found[d["Name"]] = float(m.group(1))
+    # Every definition matches a real line and reads exactly the printed number (extra keys such as
+    # epoch_seconds are console-only).
+    assert set(found) == {d["Name"] for d in METRIC_DEFINITIONS}, (found, real_metric_lines)
+    assert found == {name: printed[name] for name in found}, (found, real_metric_lines)
+    assert 0.0 <= found["valid_accuracy"] <= 1.0 and found["valid_loss"] > 0
+
+    # The training job the launcher builds on SageMaker: the seeds' Debugger rules, ProfilerReport, 500 ms.
+    train = result["training"]
+    rules = [r["RuleConfigurationName"] for r in train["debugger_rule_configs"]]
+    assert rules == ["LossNotDecreasing", "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization"]
+    assert [r["RuleConfigurationName"] for r in train["profiler_rule_configs"]] == [
+        "LowGPUUtilization",
+        "ProfilerReport",
+    ]
+    assert train["profiler_config"]["ProfilingIntervalInMilliseconds"] == launch.PROFILER_INTERVAL_MS
+    collections = train["debugger_hook_config"]["CollectionConfigurations"]
+    names = [c["CollectionName"] for c in collections]
+    assert len(names) == len(set(names)), f"duplicate collections {names}"
+    losses = next(c for c in collections if c["CollectionName"] == "losses")
+    assert losses["CollectionParameters"] == {"train.save_interval": "100", "eval.save_interval": "10"}
+    assert train["hyperparameters"] == hps
+    assert train["metric_definitions"] == METRIC_DEFINITIONS
