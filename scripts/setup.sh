@@ -30,10 +30,6 @@ apt_install() {
 # Java runs multi-model-server; python3-venv makes the venv.
 apt_install python3-venv openjdk-17-jre-headless
 
-if [ "$WITH_DOCKER" = 1 ]; then
-  bash scripts/docker_setup.sh
-fi
-
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
@@ -43,3 +39,8 @@ fi
   -r requirements-dev.txt
 .venv/bin/pip install -q --no-deps -e .
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+
+# After the venv: docker_setup.sh also installs hadolint, awscli and moto into it.
+if [ "$WITH_DOCKER" = 1 ]; then
+  bash scripts/docker_setup.sh
+fi
