@@ -1,0 +1,75 @@
+"""Helpers the reliability tests share (fixtures stay in tests/conftest.py).
+
+Deliberately not a conftest.py: a second `conftest` module shadows tests/conftest.py for every
+`from conftest import ...` in the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FAST_HYPERPARAMETERS, VENV_BIN
+
+
+def fast_flags(**overrides: str) -> list[str]:
+    """FAST_HYPERPARAMETERS as `imgclf train` flags (booleans as --x / --no-x)."""
+    flags = []
+    for key, value in {**FAST_HYPERPARAMETERS, **overrides}.items():
+        if value in ("true", "false"):
+            flags.append(f"--{key}" if value == "true" else f"--no-{key}")
+        else:
+            flags += [f"--{key}", value]
+    return flags
+
+
+def imgclf_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "imgclf"), "train", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
+    """Lines of proc.stdout up to the first matching `pattern`; kills proc and fails if not seen in time."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"{pattern!r} not seen in time; output:\n{''.join(seen)[-3000:]}")
+
+
+def small_sample(src: Path, dst: Path, per_class: int = 15) -> Path:
+    """The first `per_class` images of every class of every split: fault tests that need no accuracy run faster."""
+    for split in sorted(p for p in src.iterdir() if p.is_dir()):
+        for cls in sorted(p for p in split.iterdir() if p.is_dir()):
+            (dst / split.name / cls.name).mkdir(parents=True)
+            for f in sorted(cls.iterdir())[:per_class]:
+                shutil.copy(f, dst / split.name / cls.name / f.name)
+    return dst
+
+
+def metric(text: str, name: str) -> list[float]:
+    return [float(v) for v in re.findall(rf"\b{name}=([-+0-9.eE]+)", text)]
+
+
+@contextlib.contextmanager
+def small_tmpfs(mountpoint: Path, size: str = "1m"):
+    """A tmpfs of `size` mounted at `mountpoint` (root only); unmounted afterwards whatever happens."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (the reliability tier runs as root): {done.stderr.strip()}")
+    try:
+        yield Path(mountpoint)
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
