@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 
 SDK2_SPEC="sagemaker==2.257.7"
 SDK3_SPEC="sagemaker==3.27.0"
-# Shared pins: protobuf 3.20.3 is what sagemaker-training 4.9 / smdebug need; both SDKs accept it.
-PINS=("protobuf==3.20.3" "numpy<2" "PyYAML>=6")
+# Shared pins: protobuf 3.20.3 is what sagemaker-training 4.9 / smdebug need; both SDKs accept it. Pillow (the
+# lock's version) lets examples/ and the drivers make JPEGs.
+PINS=("protobuf==3.20.3" "numpy<2" "PyYAML>=6" "pillow==13.0.0")
 PY=${PYTHON:-python3}
 
 make_venv() {

@@ -813,6 +813,39 @@ def _run_transform(args: argparse.Namespace, target: Target) -> int:
     return 0
 
 
+TELEMETRY_OPT_OUT = """SchemaVersion: '1.0'
+SageMaker:
+  PythonSDK:
+    Modules:
+      TelemetryOptOut: true
+"""
+
+
+def prepare_local_env(workdir: str | os.PathLike) -> None:
+    """Local mode offline: telemetry off, a region, and placeholder keys when none are configured.
+
+    Local mode makes no AWS call with file:// data, but the SDK builds boto3 clients (region needed) and sends
+    telemetry unless told not to. Settings the user made are kept.
+    """
+    root = Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    if "SAGEMAKER_USER_CONFIG_OVERRIDE" not in os.environ:
+        config = root / "sagemaker-config.yaml"
+        config.write_text(TELEMETRY_OPT_OUT)
+        os.environ["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(config.resolve())
+    if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+        os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+    import boto3
+
+    try:
+        has_credentials = boto3.Session().get_credentials() is not None
+    except Exception:
+        has_credentials = False
+    if not has_credentials:
+        os.environ["AWS_ACCESS_KEY_ID"] = "local-mode-placeholder"
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "local-mode-placeholder"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "tune" and args.local and not args.print_only:
         raise UserError(
@@ -821,5 +854,7 @@ def run(args: argparse.Namespace) -> int:
         )
     target = _target(args)
     sdk_major()  # a clear error before anything else when the SDK is missing
+    if target.local:
+        prepare_local_env(target.workdir)
     action = {"train": _run_train, "tune": _run_tune, "deploy": _run_deploy, "transform": _run_transform}
     return action[args.action](args, target)
