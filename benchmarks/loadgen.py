@@ -19,6 +19,23 @@ from dataclasses import dataclass, field
 HOST = "127.0.0.1"
 
 
+def free_port(low: int = 20000, high: int = 32000) -> int:
+    """A free loopback port below the ephemeral range (imgclf serve's MMS front-end rejected 5-digit ports
+    above 32767 in testing: "Invalid port number")."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -203,8 +220,18 @@ def start_server(cmd: list[str], log_path: str, env: dict | None = None) -> subp
         )
 
 
-def stop_server(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left (MMS workers included)."""
+def stop_server(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM the server's process group, then SIGKILL every descendant still alive, by pid.
+
+    Descendants are listed first: `imgclf serve` runs java in a session of its own, so a group kill alone
+    would miss it if the wrapper died first.
+    """
+    import psutil
+
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -214,6 +241,12 @@ def stop_server(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
             proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             pass
+    _, alive = psutil.wait_procs(descendants, timeout=5)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -222,24 +255,32 @@ def stop_server(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 
 def process_tree_rss(pid: int) -> dict[str, list]:
-    """RSS (MB) of the server process and its descendants, split into java front-end and Python workers."""
+    """RSS (MB) of a model server's processes: the java front-end, and the Python workers.
+
+    MMS 1.1 starts one `model_service_worker.py` that forks one child per worker connection: the children
+    are the workers (they hold the model); the forking parent is reported apart (`worker_parent_mb`).
+    """
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return {"frontend_mb": [], "workers_mb": [], "worker_pids": []}
-    frontend, workers, worker_pids = [], [], []
+        return {"frontend_mb": [], "workers_mb": [], "worker_pids": [], "worker_parent_mb": []}
+    frontend, workers, worker_pids, parents = [], [], [], []
     for p in procs:
         try:
             cmdline = " ".join(p.cmdline())
-            rss = p.memory_info().rss / 2**20
+            rss = round(p.memory_info().rss / 2**20, 1)
+            parent_cmd = " ".join(p.parent().cmdline()) if p.parent() else ""
         except psutil.NoSuchProcess:
             continue
-        if "java" in p.name() or "com.amazonaws.ml.mms" in cmdline or "org.pytorch.serve" in cmdline:
-            frontend.append(round(rss, 1))
-        elif "model_service_worker" in cmdline or "mms/model_service_worker" in cmdline:
-            workers.append(round(rss, 1))
-            worker_pids.append(p.pid)
-    return {"frontend_mb": frontend, "workers_mb": workers, "worker_pids": worker_pids}
+        if p.name() == "java" or "com.amazonaws.ml.mms" in cmdline:
+            frontend.append(rss)
+        elif "model_service_worker" in cmdline:
+            if "model_service_worker" in parent_cmd:
+                workers.append(rss)
+                worker_pids.append(p.pid)
+            else:
+                parents.append(rss)
+    return {"frontend_mb": frontend, "workers_mb": workers, "worker_pids": worker_pids, "worker_parent_mb": parents}

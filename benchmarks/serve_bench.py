@@ -2,7 +2,8 @@
 
     (a) floor   decode + preprocess + forward of the same JPEG in this process (imgclf.model.load_artifact,
                 imgclf.data.eval_transform): the work a server wraps, no HTTP.
-    (b) imgclf  `imgclf serve --model-dir D --port P` with its defaults.
+    (b) imgclf  `imgclf serve --model-dir D --port P` with its defaults (imgclf_batch: --batch-size 8
+                --max-batch-delay-ms 10, server-side micro-batching, for the throughput table).
     (c) seed    the seeds' inference.py (model_fn/input_fn/predict_fn/output_fn) on sagemaker-inference's default
                 handler service under multi-model-server, with the toolkit's defaults (benchmarks/seed_server/).
 
@@ -23,7 +24,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,6 +36,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
+from train_bench import cpu_name  # noqa: E402
 
 from imgclf.data import eval_transform, load_digits  # noqa: E402
 from imgclf.model import ModelMeta, build_model, load_artifact, save_artifact  # noqa: E402
@@ -46,12 +47,6 @@ BIN = Path(sys.executable).parent
 
 def progress(msg: str) -> None:
     print(f"[serve_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_artifact(out: Path, seed: int) -> Path:
@@ -118,14 +113,17 @@ def top1(kind: str, body: bytes) -> str | None:
 
 
 def server_cmd(kind: str, artifact: Path, port: int) -> list[str]:
-    if kind == "imgclf":
-        return [str(BIN / "imgclf"), "serve", "--model-dir", str(artifact), "--port", str(port)]
+    if kind.startswith("imgclf"):
+        cmd = [str(BIN / "imgclf"), "serve", "--model-dir", str(artifact), "--port", str(port), "--host", "127.0.0.1"]
+        if kind == "imgclf_batch":  # server-side micro-batching (MMS batch_size / max_batch_delay)
+            cmd += ["--batch-size", "8", "--max-batch-delay-ms", "10"]
+        return cmd
     return [sys.executable, str(HERE / "seed_server" / "start.py"), "--artifact", str(artifact), "--port", str(port)]
 
 
 def bench_server(kind: str, args, artifact: Path, jpeg: bytes, expected: str, work: Path) -> dict:
     loadgen.wait_for_no_mms(args.mms_wait_s, log=progress)
-    port = free_port()
+    port = loadgen.free_port()
     log_path = work / f"{kind}-{port}.log"
     t0 = time.perf_counter()
     proc = loadgen.start_server(server_cmd(kind, artifact, port), str(log_path))
@@ -208,9 +206,11 @@ def summarise(result: dict, concurrency: list[int]) -> dict:
         ratios["seed_p50_over_floor"] = out["seed_p50_ms"] / f
     if s.get("imgclf") and s.get("seed"):
         ratios["imgclf_p50_over_seed"] = out["imgclf_p50_ms"] / out["seed_p50_ms"]
-        for c in concurrency:
-            if out[f"seed_rps_{c}"]:
-                ratios[f"imgclf_over_seed_throughput_{c}"] = out[f"imgclf_rps_{c}"] / out[f"seed_rps_{c}"]
+    for kind in ("imgclf", "imgclf_batch"):
+        if s.get(kind) and s.get("seed"):
+            for c in concurrency:
+                if out[f"seed_rps_{c}"]:
+                    ratios[f"{kind}_over_seed_throughput_{c}"] = out[f"{kind}_rps_{c}"] / out[f"seed_rps_{c}"]
     return {"median": out, "ratios": ratios}
 
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--load-seconds", type=float, default=8.0, help="per concurrency level")
     parser.add_argument("--rounds", type=int, default=1, help="floor, imgclf, seed repeated (interleaved)")
-    parser.add_argument("--servers", default="imgclf,seed")
+    parser.add_argument("--servers", default="imgclf,seed,imgclf_batch")
     parser.add_argument("--start-timeout-s", type=float, default=120)
     parser.add_argument("--mms-wait-s", type=float, default=600, help="wait this long for another MMS to exit")
     parser.add_argument("--seed", type=int, default=0)
@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 "torch": torch.__version__,
                 "torchvision": torchvision.__version__,
                 "cpus": os.cpu_count(),
+                "device_name": cpu_name(),
                 "load_average_at_start": os.getloadavg(),
             },
             "settings": {
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             result["floor"].append(summary)
             progress(f"floor p50 {summary['p50_ms']:.1f} ms p99 {summary['p99_ms']:.1f} ms")
             for kind in servers:
-                expected = names[str(index)] if kind == "imgclf" else str(index)
+                expected = names[str(index)] if kind.startswith("imgclf") else str(index)
                 progress(f"round {r + 1}/{args.rounds}: {kind}")
                 result["servers"][kind].append(bench_server(kind, args, artifact, jpeg, expected, work))
         result.update(summarise(result, args.concurrency))

@@ -124,7 +124,8 @@ def seed_style(args, data: Path, weights: Path, epoch_done) -> dict:
     valid_loader = torch.utils.data.DataLoader(valid_data, batch_size=args.batch_size)
 
     model = torchvision.models.resnet18(weights=None)  # seeds: models.resnet18(pretrained=True)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    # The file holds the backbone only (the seeds' ImageNet file also had a 1000-class fc they replaced next).
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=False)
     for param in model.parameters():
         param.requires_grad = False
     model.fc = nn.Sequential(nn.Linear(model.fc.in_features, len(train_data.classes)))
@@ -235,9 +236,19 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     return {"median": med, "ratios": ratios}
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(args) -> dict:
     dev = args.device
-    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else cpu_name()
     return {
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "host": platform.node(),
@@ -268,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true", help="imgclf modes with AMP (CUDA only; default fp32)")
     parser.add_argument("--weights", choices=("digits32", "random"), default="digits32", help=make_weights.__doc__)
+    parser.add_argument(
+        "--weights-cache",
+        type=Path,
+        default=Path(__file__).resolve().parent / ".cache",
+        help="where the generated weights file is kept between runs (git-ignored)",
+    )
     parser.add_argument("--label", default="", help="free text stored in the JSON (e.g. the GPU run's purpose)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on kill
@@ -279,8 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress(f"writing data subset and weights under {work}")
         counts = make_subset(work / "data", args.train_per_class, args.valid_per_class)
-        weights = work / "resnet18-generated.pth"
-        make_weights(weights, work / "data", args.seed, args.weights)
+        weights = args.weights_cache / f"resnet18-{args.weights}-seed{args.seed}.pth"
+        if weights.exists():
+            progress(f"reusing backbone weights {weights}")
+        else:
+            progress(f"generating backbone weights {weights} ({args.weights})")
+            args.weights_cache.mkdir(parents=True, exist_ok=True)
+            tmp = work / weights.name
+            make_weights(tmp, work / "data", args.seed, args.weights)
+            shutil.move(tmp, weights)
         env = environment(args)
         progress(f"data {counts}, modes {modes}, rounds {args.rounds}, device {env['device_name']}")
         runs: dict[str, list[dict]] = {m: [] for m in modes}

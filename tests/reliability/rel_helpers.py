@@ -10,11 +10,15 @@ import contextlib
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST_HYPERPARAMETERS, VENV_BIN
+from conftest import FAST_HYPERPARAMETERS, REPO, VENV_BIN
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import loadgen  # noqa: E402,F401  (the benchmarks' load generator and server helpers, re-exported)
 
 
 def fast_flags(**overrides: str) -> list[str]:

@@ -1,0 +1,170 @@
+"""benchmarks/RESULTS.md from the JSON the benchmarks wrote (benchmarks/results/*.json). No measuring here.
+
+python benchmarks/make_results.py [--results benchmarks/results] [--out benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TARGETS = {
+    "train": "imgclf ≥ 5× faster than seed-style per epoch from epoch 2, validation accuracy not lower (−0.05 noise)",
+    "serve_latency": "imgclf serve p50 ≤ 1.15× the in-process floor",
+    "serve_throughput": "imgclf serve ≥ 1.5× the seed-style server's throughput at 8 clients",
+}
+
+
+def _f(v, digits=2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _env_lines(env: dict) -> list[str]:
+    return [
+        f"- Date: {env.get('date_utc')}; host `{env.get('host')}`, {env.get('platform')}",
+        f"- CPUs: {env.get('cpus')}; device: {env.get('device_name', env.get('device', 'cpu'))}; "
+        f"load average at start: {', '.join(f'{x:.1f}' for x in env.get('load_average_at_start', []))}",
+        f"- Python {env.get('python')}, torch {env.get('torch')}, torchvision {env.get('torchvision')}",
+    ]
+
+
+def train_section(doc: dict, title: str) -> list[str]:
+    s, med, ratios = doc["settings"], doc["median"], doc["ratios"]
+    out = [f"## {title}", "", *_env_lines(doc["environment"])]
+    out += [
+        f"- Data: {s['subset']} ({s['images']['train']} train / {s['images']['valid']} valid), "
+        f"{s['image_size']} px; {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']}, seed {s['seed']}; "
+        f"backbone weights: `{s.get('weights', 'random')}`; AMP: {s.get('amp', False)}; "
+        f"{s['rounds']} interleaved round(s), medians shown",
+        "",
+        "| mode | s/epoch (epoch 1) | s/epoch (from epoch 2) | train img/s (from epoch 2) | total s | "
+        "final valid accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, m in med.items():
+        e1 = s["images"]["train"] / m["images_per_second_epoch_1"]
+        out.append(
+            f"| {mode} | {_f(e1)} | {_f(m['seconds_per_epoch_from_2'])} | {_f(m['images_per_second_from_2'], 1)} | "
+            f"{_f(m['total_seconds'], 1)} | {_f(m['final_valid_accuracy'], 4)} |"
+        )
+    out += ["", "| ratio | value |", "|---|---|"]
+    out += [f"| {k} | {_f(v, 3)} |" for k, v in ratios.items()]
+    out.append("")
+    return out
+
+
+def serve_section(doc: dict) -> list[str]:
+    ratios, s = doc["ratios"], doc["settings"]
+    out = ["## Serving (ResNet-18, one 224 px JPEG)", "", *_env_lines(doc["environment"])]
+    out += [
+        f"- {s['requests']} sequential requests per server on one keep-alive connection; throughput: closed loop, "
+        f"{s['load_seconds']} s per level; {s['rounds']} round(s), medians shown; JPEG {s['jpeg_bytes']} bytes",
+        "",
+        "| | p50 ms | p95 ms | p99 ms | cold start: /ping 200 s | cold start: first correct answer s | "
+        "workers | RSS per worker MB | front-end RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    fl = doc["floor"][-1]
+    out.append(
+        f"| (a) in-process floor | {_f(fl['p50_ms'], 1)} | {_f(fl['p95_ms'], 1)} | {_f(fl['p99_ms'], 1)} "
+        "| – | – | – | – | – |"
+    )
+    labels = {
+        "imgclf": "(b) imgclf serve",
+        "seed": "(c) seed-style (toolkit + MMS)",
+        "imgclf_batch": "imgclf serve, batch 8",
+    }
+    for kind, runs in doc["servers"].items():
+        if not runs:
+            continue
+        r = runs[-1]
+        lat, cold, rss = r["latency"], r["cold_start_s"], r["rss_after_load"]
+        workers_mb = ", ".join(f"{x:.0f}" for x in rss["workers_mb"])
+        frontend_mb = ", ".join(f"{x:.0f}" for x in rss["frontend_mb"])
+        out.append(
+            f"| {labels.get(kind, kind)} | {_f(lat['p50_ms'], 1)} | {_f(lat['p95_ms'], 1)} | {_f(lat['p99_ms'], 1)} | "
+            f"{_f(cold['ping_200'])} | {_f(cold['first_correct_prediction'])} | {r['workers']} | "
+            f"{workers_mb} | {frontend_mb} |"
+        )
+    levels = s["concurrency"]
+    out += ["", "Throughput (requests/s, zero errors required; non-200 + connection errors in brackets):", ""]
+    out += ["| server | " + " | ".join(f"{c} clients" for c in levels) + " |", "|---|" + "---|" * len(levels)]
+    for kind, runs in doc["servers"].items():
+        if not runs:
+            continue
+        cells = []
+        for c in levels:
+            d = runs[-1]["throughput"][str(c)]
+            bad = d["requests"] - d["ok"]
+            cells.append(f"{d['throughput_rps']:.1f} (p99 {d['p99_ms']:.0f} ms){f' [{bad}]' if bad else ''}")
+        out.append(f"| {labels.get(kind, kind)} | " + " | ".join(cells) + " |")
+    out += ["", "| ratio | value |", "|---|---|"]
+    out += [f"| {k} | {_f(v, 3)} |" for k, v in ratios.items()]
+    out.append("")
+    return out
+
+
+def verdicts(train: dict | None, serve: dict | None) -> list[str]:
+    out = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    if train:
+        r = train["ratios"]
+        for mode in ("imgclf", "imgclf_cached"):
+            sp, acc = r.get(f"{mode}_speedup_from_epoch_2"), r.get(f"{mode}_accuracy_delta")
+            if sp is None:
+                continue
+            out.append(
+                f"| {TARGETS['train']} ({mode}) | {sp:.2f}×, accuracy Δ {acc:+.3f} | "
+                f"{'yes' if sp >= 5 and acc >= -0.05 else 'no'} |"
+            )
+    if serve:
+        r = serve["ratios"]
+        if "imgclf_p50_over_floor" in r:
+            v = r["imgclf_p50_over_floor"]
+            out.append(f"| {TARGETS['serve_latency']} | {v:.2f}× | {'yes' if v <= 1.15 else 'no'} |")
+        for kind in ("imgclf", "imgclf_batch"):
+            v = r.get(f"{kind}_over_seed_throughput_8")
+            if v is not None:
+                out.append(f"| {TARGETS['serve_throughput']} ({kind}) | {v:.2f}× | {'yes' if v >= 1.5 else 'no'} |")
+    out.append("")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    here = Path(__file__).resolve().parent
+    parser.add_argument("--results", type=Path, default=here / "results")
+    parser.add_argument("--out", type=Path, default=here / "RESULTS.md")
+    args = parser.parse_args(argv)
+
+    def load(name: str) -> dict | None:
+        p = args.results / name
+        return json.loads(p.read_text()) if p.exists() else None
+
+    train, serve, gpu = load("train.json"), load("serve.json"), load("train-gpu.json")
+    lines = [
+        "# imgclf benchmark results",
+        "",
+        "Generated by `benchmarks/make_results.py` from `benchmarks/results/*.json`; reproduce everything with "
+        "`bash benchmarks/run.sh`. Every figure that matters is a ratio of two things measured in the same run on "
+        "the same machine, interleaved; absolute numbers on these shared 2-core machines are noisy.",
+        "",
+    ]
+    lines += verdicts(train, serve)
+    if train:
+        lines += train_section(train, "Training: seed-style loop vs imgclf vs cached features")
+    if gpu:
+        lines += train_section(gpu, f"Training on GPU ({gpu['environment'].get('device_name')})")
+    if serve:
+        lines += serve_section(serve)
+    notes = here / "NOTES.md"
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    args.out.write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

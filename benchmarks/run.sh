@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One command: every benchmark, then benchmarks/RESULTS.md from the JSON they write (benchmarks/results/).
+#   bash benchmarks/run.sh            # training (~10 min on 2 busy cores, +~5 min the first time to generate
+#                                     # the stand-in backbone weights) and serving (~5 min)
+#   bash benchmarks/run.sh train      # only one of them: train | serve | results
+# Loopback only; servers run one at a time and are stopped (process group) when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+what=${1:-all}
+mkdir -p benchmarks/results
+if [[ $what == all || $what == train ]]; then
+  "$PY" benchmarks/train_bench.py --rounds 2 --out benchmarks/results/train.json
+fi
+if [[ $what == all || $what == serve ]]; then
+  "$PY" benchmarks/serve_bench.py --out benchmarks/results/serve.json
+fi
+"$PY" benchmarks/make_results.py
