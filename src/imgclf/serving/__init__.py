@@ -1,0 +1,13 @@
+"""Serving on the SageMaker hosting contract: multi-model-server + sagemaker-inference, TorchServe-style handler.
+
+One concern per module (the sagemaker-inference-toolkit layout):
+
+    environment.py      every SAGEMAKER_* / IMGCLF_* serving knob, typed, with defaults; the worker-count rule
+    errors.py           the ONE place an error becomes an HTTP status code and message
+    decoders.py         request body + Content-Type -> images (never fetches URLs)
+    encoders.py         probabilities + Accept -> response body
+    handler.py          ImageClassifierHandler: initialize / preprocess / inference / postprocess (TorchServe shape)
+    handler_service.py  the sagemaker-inference HandlerService MMS loads (eager model load)
+    torchserve_handler.py  the same handler as a TorchServe handler module
+    server.py           `imgclf serve`: MMS config, start, health, SIGTERM
+"""

@@ -1,0 +1,208 @@
+"""ImageClassifierHandler: the TorchServe image_classifier shape, runnable under MMS and TorchServe.
+
+    initialize(context)   load the artifact from context.system_properties["model_dir"] onto cpu or cuda:<gpu_id>,
+                          build the eval transform from its metadata, warm up with one forward pass
+    preprocess(requests)  decode every request (per-request errors kept aside), transform, one batch tensor
+    inference(batch)      one no_grad forward pass over every image of every request -> probabilities
+    postprocess(...)      encode each request's slice in the format its Accept asked for
+
+`handle(data, context)` runs the four steps for one MMS/TorchServe batch (a list of requests) and answers each
+request on its own: a bad request gets its 4xx status and message, the others in the batch are still answered,
+and the worker lives on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from imgclf.data import eval_transform
+from imgclf.model import load_artifact
+from imgclf.serving import decoders, encoders, errors
+from imgclf.serving.environment import ServingSettings, torch_threads
+
+log = logging.getLogger(__name__)
+
+CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
+MAX_FORWARD_BATCH = 64  # images per forward pass; bounds activation memory for big requests
+
+
+@dataclass
+class Batch:
+    """Preprocessed images of one MMS batch: `tensor` rows [start, end) belong to request i."""
+
+    tensor: torch.Tensor | None
+    slices: dict[int, tuple[int, int]] = field(default_factory=dict)
+    formats: dict[int, encoders.ResponseFormat] = field(default_factory=dict)
+    failures: dict[int, BaseException] = field(default_factory=dict)
+
+
+def _headers(context: Any, idx: int) -> dict[str, str]:
+    """Request headers, lower-cased (MMS and TorchServe both keep them per request index)."""
+    raw: dict = {}
+    try:
+        raw = context.get_all_request_header(idx) or {}
+    except (AttributeError, IndexError, KeyError, TypeError):
+        processors = getattr(context, "request_processor", None) or []
+        if idx < len(processors):
+            raw = processors[idx].get_request_properties() or {}
+    out = {}
+    for key, value in raw.items():
+        key = key.decode() if isinstance(key, bytes) else str(key)
+        out[key.lower()] = value.decode() if isinstance(value, bytes) else str(value)
+    return out
+
+
+class ImageClassifierHandler:
+    """One model per worker; MMS/TorchServe call initialize once, then handle for every batch of requests."""
+
+    def __init__(self) -> None:
+        self.initialized = False
+        self.model: torch.nn.Module | None = None
+        self.device = torch.device("cpu")
+        self.settings = ServingSettings.from_env()
+
+    # ---- TorchServe's four steps -------------------------------------------------------------------------------
+
+    def initialize(self, context: Any) -> None:
+        props = context.system_properties
+        model_dir = props.get("model_dir")
+        gpu_id = props.get("gpu_id")
+        if torch.cuda.is_available() and gpu_id is not None and int(gpu_id) >= 0:
+            self.device = torch.device(f"cuda:{int(gpu_id)}")
+        else:
+            workers = int(props.get("imgclf_workers") or 0) or _env_workers()
+            torch.set_num_threads(torch_threads(workers))
+        started = time.monotonic()
+        artifact = load_artifact(model_dir, self.device)
+        self.model, self.meta, self.index_to_name = artifact.model, artifact.meta, artifact.index_to_name
+        self.transform = eval_transform(self.meta)
+        with torch.inference_mode():  # warm-up: the first real request should not pay for lazy init
+            self.model(torch.zeros(1, 3, self.meta.image_size, self.meta.image_size, device=self.device))
+        self.initialized = True
+        log.info(
+            "Loaded %s (%d classes, %d px) from %s on %s in %.2f s",
+            self.meta.arch,
+            self.meta.num_classes,
+            self.meta.image_size,
+            model_dir,
+            self.device,
+            time.monotonic() - started,
+        )
+
+    def preprocess(self, data: list[dict], context: Any) -> Batch:
+        tensors: list[torch.Tensor] = []
+        batch = Batch(tensor=None)
+        for idx, request in enumerate(data):
+            try:
+                headers = _headers(context, idx)
+                content_type = headers.get("content-type")
+                if not decoders.is_supported(content_type or ""):
+                    raise errors.unsupported_media_type(decoders.media_type(content_type), decoders.SUPPORTED)
+                batch.formats[idx] = encoders.negotiate(
+                    headers.get("accept"),
+                    headers.get(CUSTOM_ATTRIBUTES),
+                    self.settings.default_accept,
+                    self.settings.top_k,
+                )
+                body = request.get("body")
+                if body is None:
+                    body = request.get("data")
+                inputs = decoders.decode(body, content_type, self.settings.max_image_pixels)
+                rows = [self._to_tensor(x) for x in inputs]
+            except Exception as exc:  # noqa: BLE001 - every failure is answered, per request
+                batch.failures[idx] = exc
+                continue
+            batch.slices[idx] = (len(tensors), len(tensors) + len(rows))
+            tensors.extend(rows)
+        if tensors:
+            batch.tensor = torch.stack(tensors)
+        return batch
+
+    def _to_tensor(self, x: decoders.Input) -> torch.Tensor:
+        if isinstance(x, np.ndarray):
+            size = self.meta.image_size
+            if x.shape != (3, size, size):
+                raise errors.bad_request(
+                    f"A float .npy tensor must be (3, {size}, {size}) for this model (already resized and "
+                    f"normalised); got {tuple(x.shape)}. Send uint8 images to have the server preprocess them."
+                )
+            return torch.from_numpy(x)
+        return self.transform(x)
+
+    def inference(self, tensor: torch.Tensor) -> torch.Tensor:
+        """One forward pass per MAX_FORWARD_BATCH images (one pass for any ordinary batch) -> probabilities."""
+        outputs = []
+        with torch.inference_mode():
+            for chunk in torch.split(tensor, MAX_FORWARD_BATCH):
+                logits = self.model(chunk.to(self.device, non_blocking=True))
+                outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+        return torch.cat(outputs)
+
+    def postprocess(self, probs: torch.Tensor, batch: Batch, n_requests: int) -> list[tuple[int, str, bytes]]:
+        """[(status, content type or reason, body)] per request, in request order."""
+        answers = []
+        array = probs.numpy() if probs is not None else None
+        for idx in range(n_requests):
+            if idx in batch.failures:
+                status, phrase, message = errors.http_error(batch.failures[idx])
+                answers.append((status, phrase, (message + "\n").encode()))
+                continue
+            start, end = batch.slices[idx]
+            fmt = batch.formats[idx]
+            try:
+                body = encoders.encode(array[start:end], fmt, self.index_to_name)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("Encoding failed")
+                status, phrase, message = errors.http_error(exc)
+                answers.append((status, phrase, (message + "\n").encode()))
+                continue
+            answers.append((200, fmt.content_type, body))
+        return answers
+
+    # ---- the entry point MMS / TorchServe call ---------------------------------------------------------------
+
+    def handle(self, data: list[dict] | None, context: Any) -> list[bytes] | None:
+        if data is None:  # MMS's function-style loader probes with (None, context)
+            return None
+        if not self.initialized:
+            self.initialize(context)
+        batch = self.preprocess(data, context)
+        probs = None
+        if batch.tensor is not None:
+            if len(data) > 1:  # MMS micro-batch: make it visible that requests shared a forward pass
+                log.info("forward pass: %d images from %d requests", batch.tensor.shape[0], len(batch.slices))
+            try:
+                probs = self.inference(batch.tensor)
+            except Exception as exc:  # noqa: BLE001 - a failed forward answers 500 to its requests, worker lives
+                log.error("Inference failed: %s", traceback.format_exc())
+                for idx in batch.slices:
+                    batch.failures[idx] = exc
+        for idx, exc in batch.failures.items():
+            if errors.http_error(exc)[0] >= 500:
+                log.error("Request %d failed: %s", idx, "".join(traceback.format_exception(exc)))
+        answers = self.postprocess(probs, batch, len(data))
+        bodies = []
+        for idx, (status, type_or_phrase, body) in enumerate(answers):
+            if status == 200:
+                context.set_response_content_type(idx, type_or_phrase)
+            else:
+                context.set_response_status(code=status, phrase=type_or_phrase, idx=idx)
+                context.set_response_content_type(idx, "text/plain")
+            bodies.append(body)
+        return bodies
+
+
+def _env_workers() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("IMGCLF_WORKERS") or os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS") or 1)
+    except ValueError:
+        return 1

@@ -1,0 +1,59 @@
+"""`imgclf serve` configuration: MMS properties, the gated main class, artifact check (no process started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgclf.errors import UserError
+from imgclf.serving import server
+from imgclf.serving.environment import ServerSettings
+
+pytestmark = pytest.mark.unit
+
+
+def settings(**kw):
+    base = dict(
+        port=8080,
+        workers=2,
+        workers_from_env=False,
+        timeout_s=60,
+        startup_timeout_s=600,
+        max_payload_mb=6,
+        batch_size=4,
+        max_batch_delay_ms=20,
+        vmargs="-Xmx1g",
+        multi_model=False,
+        gpus=0,
+    )
+    return ServerSettings(**{**base, **kw})
+
+
+def test_properties_carry_port_workers_payload_and_our_handler(tmp_path):
+    props = server.mms_properties(settings(), "127.0.0.1", "/opt/ml", tmp_path)
+    lines = dict(line.split("=", 1) for line in props.splitlines())
+    assert lines["inference_address"] == lines["management_address"] == "http://127.0.0.1:8080"
+    assert lines["default_workers_per_model"] == "2"
+    assert lines["max_request_size"] == str(6 * 1024 * 1024)
+    assert lines["default_service_handler"] == "imgclf.serving.handler_service"
+    assert lines["plugins_path"] == str(tmp_path)
+    assert lines["decode_input_request"] == "false"
+
+
+def test_command_uses_the_gated_main_with_private_tmp_and_batching(tmp_path, artifact_dir):
+    jar = server.find_mms_jar()
+    assert jar is not None, "docker/mms/imgclf-mms.jar is missing: run docker/mms/build_jar.sh"
+    cmd, env = server.build_command(settings(), "127.0.0.1", str(artifact_dir), tmp_path, jar)
+    assert server.GATED_MAIN in cmd
+    assert f"-Djava.io.tmpdir={tmp_path}" in cmd and env["TMPDIR"] == str(tmp_path)
+    assert "-Dimgclf.batch_size=4" in cmd and f"-Dimgclf.model=model={artifact_dir.name}" in cmd
+    assert (tmp_path / "mms.properties").is_file() and (tmp_path / "plugins" / jar.name).is_file()
+
+
+def test_multi_model_command_loads_no_model_at_startup(tmp_path):
+    cmd, _ = server.build_command(settings(multi_model=True), "0.0.0.0", str(tmp_path), tmp_path, server.find_mms_jar())
+    assert not any(c.startswith("-Dimgclf.model=") for c in cmd)
+
+
+def test_missing_artifact_is_a_user_error_naming_the_files(tmp_path):
+    with pytest.raises(UserError, match="model.pt"):
+        server.check_artifact(str(tmp_path))

@@ -1,0 +1,127 @@
+"""The TorchServe-shaped handler on a real artifact with MMS's real Context: answers, batching, bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from serving_helpers import CLASSES, call, call_one, image_bytes
+
+from imgclf.serving.handler import ImageClassifierHandler
+
+pytestmark = pytest.mark.unit
+
+
+class ForwardRecorder:
+    """A forward hook on the real model: the batch size of every forward pass."""
+
+    def __init__(self, model):
+        self.sizes: list[int] = []
+        self._h = model.register_forward_hook(lambda _m, inputs, _o: self.sizes.append(inputs[0].shape[0]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._h.remove()
+
+
+def test_png_request_answers_json_top5_with_artifact_labels(handler):
+    status, ct, body = call_one(handler, image_bytes())
+    assert (status, ct) == (200, "application/json")
+    (preds,) = json.loads(body)["predictions"]
+    assert len(preds) == 5 and all(p["label"] == CLASSES[p["index"]] for p in preds)
+    probs = [p["probability"] for p in preds]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+def test_handler_answers_like_the_model_in_process(handler):
+    img = image_bytes()
+    _, _, body = call_one(handler, img, accept="application/x-npy")
+    served = np.load(io.BytesIO(body))
+    from PIL import Image
+
+    x = handler.transform(Image.open(io.BytesIO(img)).convert("RGB"))[None]
+    with torch.no_grad():
+        expected = torch.softmax(handler.model(x), 1).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_several_images_in_one_request_are_one_forward_pass(handler):
+    b64 = base64.b64encode(image_bytes()).decode()
+    body = json.dumps({"instances": [b64] * 7}).encode()
+    with ForwardRecorder(handler.model) as rec:
+        status, _, out = call_one(handler, body, "application/json")
+    assert status == 200 and len(json.loads(out)["predictions"]) == 7
+    assert rec.sizes == [7]
+
+
+def test_an_mms_batch_of_requests_is_one_forward_pass_and_a_bad_one_fails_alone(handler):
+    good = (image_bytes(), {"Content-Type": "image/png"})
+    requests = [good, (b"garbage", {"Content-Type": "image/jpeg"}), good, (b"x", {"Content-Type": "text/csv"}), good]
+    with ForwardRecorder(handler.model) as rec:
+        answers = call(handler, requests)
+    assert [a[0] for a in answers] == [200, 400, 200, 415, 200]
+    assert rec.sizes == [3]
+    assert b"not an image" in answers[1][2]
+
+
+@pytest.mark.parametrize(
+    "body,ct,accept,status",
+    [
+        (b"", "image/jpeg", None, 400),
+        (b"\x89PNG\r\n\x1a\n broken", "image/png", None, 400),
+        (b"{}", "application/json", None, 400),
+        (b'{"url": "http://example.com/dog.jpg"}', "application/json", None, 400),
+        (image_bytes(), "text/plain", None, 415),
+        (image_bytes(), "image/png", "text/csv", 406),
+    ],
+)
+def test_bad_input_gets_its_4xx_and_the_next_request_is_answered(handler, body, ct, accept, status):
+    got, ct_out, msg = call_one(handler, body, ct, accept)
+    assert got == status and ct_out == "text/plain" and msg.strip()
+    assert call_one(handler, image_bytes())[0] == 200
+
+
+def test_float_tensor_of_the_wrong_size_is_400_with_the_expected_shape(handler):
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((1, 3, 64, 64), np.float32))
+    status, _, msg = call_one(handler, buf.getvalue(), "application/x-npy")
+    assert status == 400 and b"(3, 32, 32)" in msg
+
+
+def test_probabilities_on_request_via_custom_attributes(handler):
+    status, _, body = call_one(handler, image_bytes(), X_Amzn_SageMaker_Custom_Attributes="output=probabilities")
+    rows = json.loads(body)
+    assert status == 200 and len(rows) == 1 and len(rows[0]) == 10 and abs(sum(rows[0]) - 1) < 1e-4
+
+
+def test_handler_loads_whatever_model_dir_the_server_gives(tmp_path):
+    from serving_helpers import mms_context
+
+    from imgclf.model import ModelMeta, build_model, save_artifact
+
+    save_artifact(build_model("resnet18", 3), ModelMeta.for_training("resnet18", 3, 48), ["a", "b", "c"], tmp_path)
+    h = ImageClassifierHandler()
+    h.initialize(mms_context(tmp_path, [{}]))
+    status, _, body = call_one(h, image_bytes())
+    assert status == 200 and {p["label"] for p in json.loads(body)["predictions"][0]} == {"a", "b", "c"}
+
+
+def test_handler_service_worker_exits_instead_of_reporting_ready_without_a_model(tmp_path):
+    (tmp_path / "imgclf.json").write_text("{}")
+    code = (
+        "from mms.context import Context\n"
+        "from imgclf.serving.handler_service import HandlerService\n"
+        f"HandlerService().initialize(Context('m', {str(tmp_path)!r}, None, 1, None, 'x'))\n"
+        "print('still alive')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "still alive" not in proc.stdout
+    assert "could not load the model" in proc.stderr
