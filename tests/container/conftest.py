@@ -1,0 +1,83 @@
+"""Container tier: both images built from the working tree (or reused when newer than it), one training run in
+the train image shared by the train and serve tests, and every container and registry started here removed.
+
+Missing prerequisites FAIL with the command that provides them (`bash scripts/docker_setup.sh`); nothing skips.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import sagemaker_container as sm  # noqa: E402
+
+from imgclf.data import write_sample_data  # noqa: E402
+
+# Fast settings (random init: no weights can be downloaded here); 3 epochs, every value a string as SageMaker sends.
+CONTAINER_HYPERPARAMETERS = {
+    "pretrained-weights": "none",
+    "train-backbone": "true",
+    "augment": "false",
+    "image-size": "32",
+    "epochs": "3",
+    "batch-size": "32",
+    "lr": "0.003",
+}
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    problem = sm.docker_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def images(docker_ready) -> dict[str, str]:
+    timings = sm.ensure_images()
+    if timings:
+        print(f"\ncontainer tier: image build steps {timings}")
+    yield {"train": sm.TRAIN_IMAGE, "serve": sm.SERVE_IMAGE}
+    sm.remove_test_containers()
+
+
+@pytest.fixture(scope="session")
+def container_sample(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("container-sample")
+    write_sample_data(root)
+    return root
+
+
+def sample_opt_ml(base: Path, sample: Path, **overrides: str) -> Path:
+    channels = {name: sample / name for name in ("train", "valid", "test")}
+    return sm.opt_ml(base, channels, {**CONTAINER_HYPERPARAMETERS, **overrides})
+
+
+@pytest.fixture(scope="session")
+def trained(images, container_sample, tmp_path_factory) -> sm.TrainResult:
+    """One real `docker run imgclf-train train` on a fake /opt/ml, shared by the train and serve tests."""
+    base = sample_opt_ml(tmp_path_factory.mktemp("opt-ml"), container_sample)
+    result = sm.train(base, images["train"])
+    print(f"\ncontainer tier: training run {result.seconds:.0f} s (exit {result.returncode})")
+    return result
+
+
+@pytest.fixture(scope="session")
+def served_model(trained, tmp_path_factory) -> Path:
+    """The trained artifact as SageMaker hands it to an endpoint: model.tar.gz, unpacked."""
+    assert trained.returncode == 0, trained.output[-3000:]
+    return sm.model_from_tarball(trained.base / "model", tmp_path_factory.mktemp("handoff"))
+
+
+@pytest.fixture
+def fresh_opt_ml(tmp_path, container_sample):
+    def make(**overrides: str) -> Path:
+        return sample_opt_ml(tmp_path / "opt-ml", container_sample, **overrides)
+
+    yield make
+    shutil.rmtree(tmp_path / "opt-ml", ignore_errors=True)

@@ -1,0 +1,312 @@
+"""Run the images the way SageMaker does: "train on a fake /opt/ml" and "serve and wait for /ping".
+
+One helper for every tier that runs our containers (like aws/sagemaker-scikit-learn-container's
+test/utils/local_mode.py). Plain functions over the docker CLI, no fixtures: tests/container/conftest.py wraps them.
+
+- `ensure_images()` builds both images with the project's one build command (`scripts/build_push.sh --local`) on
+  the offline test base (`scripts/base_image.sh`) and the wheelhouse (`docker/wheelhouse.sh`), or reuses them
+  when they are newer than every file that goes into them.
+- `opt_ml()` lays out what SageMaker writes before `train`; `train()` / `start_train()` run `IMAGE train` on it.
+- `model_from_tarball()` is the hand-off: model/ -> model.tar.gz -> unpacked, as SageMaker does.
+- `Server` (`with serve(...) as server:`) runs `IMAGE serve` on a free 127.0.0.1 port and waits for /ping.
+Every container gets the label `imgclf.test=1` (`scripts/clean_docker.sh` removes leftovers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_IMAGE = os.environ.get("IMGCLF_TRAIN_IMAGE", "imgclf-train:latest")
+SERVE_IMAGE = os.environ.get("IMGCLF_SERVE_IMAGE", "imgclf-serve:latest")
+TEST_BASE = os.environ.get("IMGCLF_TEST_BASE", "imgclf-base:bookworm")
+TEST_LABEL = "imgclf.test=1"
+# What goes into the images: newer than the image -> rebuild (BuildKit's cache makes an unchanged rebuild cheap,
+# but a pruned cache does not; this keeps CI from rebuilding 6 GB when nothing changed).
+IMAGE_INPUTS = ("Dockerfile.train", "Dockerfile.serve", "pyproject.toml", "README.md", "docker", "src")
+
+
+def docker_cli() -> str:
+    """A client that can build with BuildKit (same rule as scripts/build_push.sh); any client runs containers."""
+    if os.environ.get("DOCKER"):
+        return os.environ["DOCKER"]
+    if shutil.which("docker"):
+        ok = subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0
+        if ok or not os.path.exists("/usr/bin/docker"):
+            return "docker"
+    return "/usr/bin/docker"
+
+
+DOCKER = docker_cli()
+
+
+def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+    return result
+
+
+def docker_problem() -> str | None:
+    """None when a daemon answers, else what to run."""
+    if not shutil.which(DOCKER):
+        return "docker is not installed: run `bash scripts/docker_setup.sh` (or `bash scripts/setup.sh --docker`)."
+    r = subprocess.run([DOCKER, "info"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        return f"the Docker daemon does not answer ({r.stderr.strip()[:200]}): run `bash scripts/docker_setup.sh`."
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _newest_input_mtime() -> float:
+    newest = 0.0
+    for name in IMAGE_INPUTS:
+        path = REPO / name
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        for f in files:
+            if "__pycache__" not in f.parts:
+                newest = max(newest, f.stat().st_mtime)
+    return newest
+
+
+def image_created(image: str) -> float | None:
+    r = docker("image", "inspect", "-f", "{{.Created}}", image, check=False)
+    if r.returncode != 0:
+        return None
+    # 2026-11-23T10:41:02.123456789Z -> epoch seconds (docker prints RFC 3339 in UTC)
+    stamp = r.stdout.strip().rstrip("Z").split(".")[0]
+    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")) - time.timezone
+
+
+def images_current() -> bool:
+    newest = _newest_input_mtime()
+    created = [image_created(img) for img in (TRAIN_IMAGE, SERVE_IMAGE)]
+    return all(c is not None and c > newest for c in created)
+
+
+def ensure_images(log=print) -> dict[str, float]:
+    """Both images, built from the working tree unless current; returns {step: seconds} of what ran."""
+    timings: dict[str, float] = {}
+    if images_current() and os.environ.get("IMGCLF_REBUILD") != "1":
+        return timings
+    train_tag, serve_tag = TRAIN_IMAGE.rsplit(":", 1), SERVE_IMAGE.rsplit(":", 1)
+    if train_tag[0] != "imgclf-train" or serve_tag[0] != "imgclf-serve" or train_tag[1] != serve_tag[1]:
+        raise RuntimeError(f"cannot build {TRAIN_IMAGE}/{SERVE_IMAGE}: build_push.sh tags imgclf-{{train,serve}}:TAG")
+    env = {**os.environ, "DOCKER": DOCKER}
+    for step, cmd in (
+        ("base_image", ["bash", "scripts/base_image.sh", TEST_BASE]),
+        ("wheelhouse", ["bash", "docker/wheelhouse.sh", "--python-version", "3.11"]),
+        (
+            "build",
+            ["bash", "scripts/build_push.sh", "--local", "--local-tag", train_tag[1], "--base-image", TEST_BASE],
+        ),
+    ):
+        if step == "wheelhouse" and (REPO / "wheelhouse" / "PYTHON_VERSION").is_file():
+            continue  # filled already (pip would only re-check 77 files over the network)
+        start = time.monotonic()
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+        timings[step] = time.monotonic() - start
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+        log(f"{' '.join(cmd)}: {timings[step]:.0f} s")
+    return timings
+
+
+# ---- training ----
+
+
+def opt_ml(base: Path, channels: dict[str, Path], hyperparameters: dict[str, str]) -> Path:
+    """What SageMaker writes before `train`: config JSONs (every hyperparameter a string) and channel folders."""
+    config = base / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    assert all(isinstance(v, str) for v in hyperparameters.values()), "SageMaker passes strings only"
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    (config / "inputdataconfig.json").write_text(
+        json.dumps({name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for name in channels})
+    )
+    for name, src in channels.items():
+        shutil.copytree(src, base / "input" / "data" / name)
+    for sub in ("model", "output", "checkpoints"):
+        (base / sub).mkdir(exist_ok=True)
+    return base
+
+
+def container_name(prefix: str) -> str:
+    return f"imgclf-test-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _train_cmd(image: str, base: Path, name: str, args: list[str], env: dict[str, str] | None) -> list[str]:
+    cmd = [DOCKER, "run", "--name", name, "--label", TEST_LABEL, "--hostname", "algo-1", "-v", f"{base}:/opt/ml"]
+    for key, value in (env or {}).items():
+        cmd += ["-e", f"{key}={value}"]
+    return [*cmd, image, *args]
+
+
+@dataclass
+class TrainResult:
+    returncode: int
+    output: str
+    seconds: float
+    base: Path
+
+    @property
+    def failure(self) -> str | None:
+        path = self.base / "output" / "failure"
+        return path.read_text() if path.exists() else None
+
+
+def train(
+    base: Path,
+    image: str = TRAIN_IMAGE,
+    args: tuple[str, ...] = ("train",),
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> TrainResult:
+    """`docker run IMAGE train` on base (the fake /opt/ml); the container is removed afterwards."""
+    name = container_name("train")
+    start = time.monotonic()
+    try:
+        r = subprocess.run(
+            _train_cmd(image, base, name, list(args), env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        docker("rm", "-f", name, check=False)
+    return TrainResult(r.returncode, r.stdout, time.monotonic() - start, base)
+
+
+def start_train(
+    base: Path, image: str = TRAIN_IMAGE, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen]:
+    """`docker run IMAGE train` in the background: (container name, the attached `docker run` process)."""
+    name = container_name("train")
+    proc = subprocess.Popen(
+        _train_cmd(image, base, name, ["train"], env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return name, proc
+
+
+def stop(name: str, timeout_s: int = 30) -> tuple[int, float]:
+    """`docker stop -t timeout_s` (SIGTERM, SIGKILL after the timeout): (exit code, seconds it took)."""
+    start = time.monotonic()
+    docker("stop", "-t", str(timeout_s), name, timeout=timeout_s + 60)
+    seconds = time.monotonic() - start
+    code = int(docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip())
+    return code, seconds
+
+
+def model_from_tarball(model_dir: Path, workdir: Path) -> Path:
+    """SageMaker's hand-off: tar /opt/ml/model into model.tar.gz, then unpack it where the endpoint mounts it."""
+    tarball = workdir / "model.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for item in sorted(model_dir.iterdir()):
+            tar.add(item, arcname=item.name)
+    unpacked = workdir / "opt-ml-model"
+    unpacked.mkdir()
+    with tarfile.open(tarball) as tar:
+        tar.extractall(unpacked, filter="data")
+    return unpacked
+
+
+# ---- serving ----
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    started_s: float  # docker run -> /ping 200
+
+    def ping(self, timeout: float = 2) -> int:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=timeout) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            f"{self.url}/invocations", data=body, headers={"Content-Type": content_type, "Accept": accept}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def logs(self) -> str:
+        r = docker("logs", self.name, check=False)
+        return r.stdout + r.stderr
+
+
+def wait_for_ping(url: str, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        state = docker("inspect", "-f", "{{.State.Running}}", name, check=False).stdout.strip()
+        if state != "true":
+            logs = docker("logs", name, check=False)
+            raise RuntimeError(
+                f"serve container exited before /ping answered:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}"
+            )
+        time.sleep(0.5)
+    logs = docker("logs", name, check=False)
+    raise TimeoutError(f"/ping not 200 within {timeout} s:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+
+
+@contextlib.contextmanager
+def serve(
+    model_dir: Path,
+    image: str = SERVE_IMAGE,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 180,
+    container_port: int = 8080,
+) -> Iterator[Server]:
+    """`docker run IMAGE serve` with model_dir at /opt/ml/model (read-only), published on 127.0.0.1:<free port>."""
+    name = container_name("serve")
+    port = free_port()
+    cmd = [DOCKER, "run", "-d", "--name", name, "--label", TEST_LABEL, "-p", f"127.0.0.1:{port}:{container_port}"]
+    cmd += ["-v", f"{model_dir}:/opt/ml/model:ro"]
+    for key, value in (env or {}).items():
+        cmd += ["-e", f"{key}={value}"]
+    start = time.monotonic()
+    subprocess.run([*cmd, image, "serve"], check=True, capture_output=True, text=True, timeout=60)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_ping(url, name, startup_timeout)
+        yield Server(name=name, url=url, started_s=time.monotonic() - start)
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def remove_test_containers() -> None:
+    ids = docker("ps", "-aq", "--filter", f"label={TEST_LABEL}", check=False).stdout.split()
+    if ids:
+        docker("rm", "-f", *ids, check=False)

@@ -1,0 +1,165 @@
+"""scripts/build_push.sh against a real registry: Debian's docker-registry on a free 127.0.0.1 port receives the
+push, moto server answers the AWS calls (ECR + STS) through awscli's endpoint override; no real AWS.
+
+By default the pushed images are small stand-ins tagged like ours (the script does not care what the image holds,
+and gzipping 2 x 6 GB on a 2-core CI machine costs minutes); IMGCLF_PUSH_REAL_IMAGES=1 pushes the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import sagemaker_container as sm
+
+pytestmark = pytest.mark.container
+
+VENV_BIN = Path(sys.executable).parent
+REGISTRY_CONFIG = """version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture
+def registry(tmp_path):
+    if not shutil.which("docker-registry"):
+        pytest.fail("docker-registry missing: run `bash scripts/docker_setup.sh`", pytrace=False)
+    port = sm.free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=tmp_path / "registry-data", port=port))
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/v2/")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@pytest.fixture
+def moto(tmp_path):
+    moto_server = VENV_BIN / "moto_server"
+    if not moto_server.exists():
+        pytest.fail("moto server missing: run `bash scripts/docker_setup.sh` (moto[server] into .venv)", pytrace=False)
+    port = sm.free_port()
+    proc = subprocess.Popen(
+        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/moto-api/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@pytest.fixture
+def push_images(images, tmp_path):
+    """(local tag, {role: image}) to push: the real images, or stand-ins on the test base image."""
+    if os.environ.get("IMGCLF_PUSH_REAL_IMAGES") == "1":
+        tag = sm.TRAIN_IMAGE.rsplit(":", 1)[1]
+        yield tag, {"train": sm.TRAIN_IMAGE, "serve": sm.SERVE_IMAGE}
+        return
+    tag = f"pushtest-{os.getpid()}"
+    made = {}
+    for role in ("train", "serve"):
+        (tmp_path / f"Dockerfile.{role}").write_text(
+            f'FROM {sm.TEST_BASE}\nLABEL org.opencontainers.image.title="imgclf-{role}"\nCMD ["{role}"]\n'
+        )
+        made[role] = f"imgclf-{role}:{tag}"
+        sm.docker("build", "-q", "-t", made[role], "-f", str(tmp_path / f"Dockerfile.{role}"), str(tmp_path))
+    yield tag, made
+    sm.docker("rmi", *made.values(), check=False)
+
+
+def test_push_creates_repositories_and_pull_gives_the_same_image(registry, moto, push_images, tmp_path):
+    local_tag, local = push_images
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "DOCKER": sm.DOCKER,
+        "DOCKER_CONFIG": str(tmp_path / "docker-config"),  # docker login writes here, not to ~/.docker
+        "AWS_ENDPOINT_URL": moto,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+    }
+    repos = {"train": f"imgclf-train-{os.getpid()}", "serve": f"imgclf-serve-{os.getpid()}"}
+    cmd = ["bash", "scripts/build_push.sh", "--no-build", "--local-tag", local_tag, "--registry", registry]
+    cmd += ["--train-repo", repos["train"], "--serve-repo", repos["serve"], "--tag", "v-test", "--latest"]
+    start = time.monotonic()
+    r = subprocess.run(cmd, cwd=sm.REPO, env=env, capture_output=True, text=True, timeout=900)
+    print(f"\nbuild_push.sh --no-build push: {time.monotonic() - start:.0f} s")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    uris = r.stdout.split()
+    expected = [f"{registry}/{repos[role]}:{tag}" for role in ("train", "serve") for tag in ("v-test", "latest")]
+    assert uris == expected
+
+    # ECR repositories were created through the AWS API (moto), not assumed.
+    listed = subprocess.run(
+        [str(VENV_BIN / "aws"), "--endpoint-url", moto, "ecr", "describe-repositories", "--query",
+         "repositories[].repositoryName", "--output", "text"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert set(listed.stdout.split()) >= set(repos.values()), listed.stdout + listed.stderr
+
+    for role in ("train", "serve"):
+        local_id = sm.docker("image", "inspect", "-f", "{{.Id}}", local[role]).stdout.strip()
+        uri = f"{registry}/{repos[role]}:v-test"
+        sm.docker("rmi", uri, f"{registry}/{repos[role]}:latest")
+        try:
+            sm.docker("pull", uri, timeout=900)
+            assert sm.docker("image", "inspect", "-f", "{{.Id}}", uri).stdout.strip() == local_id
+        finally:
+            sm.docker("rmi", uri, check=False)
+
+
+def test_local_and_help_need_no_aws(tmp_path):
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no aws on PATH
+    r = subprocess.run(
+        ["bash", "scripts/build_push.sh", "--help"], cwd=sm.REPO, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0 and "--local" in r.stdout and "--platform" in r.stdout
+
+
+def test_missing_aws_cli_is_a_clear_error(images):
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "AWS": "aws-not-installed", "DOCKER": sm.DOCKER}
+    tag = sm.TRAIN_IMAGE.rsplit(":", 1)[1]
+    r = subprocess.run(
+        ["bash", "scripts/build_push.sh", "--no-build", "--local-tag", tag, "--region", "us-east-1"],
+        cwd=sm.REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "aws CLI not found" in r.stderr
+
+
+def test_unknown_option_is_a_clear_error():
+    r = subprocess.run(["bash", "scripts/build_push.sh", "--regoin", "x"], cwd=sm.REPO, capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown option '--regoin'" in r.stderr

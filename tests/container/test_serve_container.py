@@ -1,0 +1,75 @@
+"""`docker run imgclf-serve serve` with the model the train container wrote (model.tar.gz, unpacked as SageMaker
+does), on a published 127.0.0.1 port: /ping, real images, bad inputs, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import sagemaker_container as sm
+
+pytestmark = pytest.mark.container
+
+
+def _sample_images(sample, per_class: int = 3) -> list[tuple[bytes, str]]:
+    rng = random.Random(0)
+    picked = []
+    for class_dir in sorted((sample / "test").iterdir()):
+        files = sorted(class_dir.iterdir())
+        picked += [(f.read_bytes(), class_dir.name) for f in rng.sample(files, per_class)]
+    return picked
+
+
+@pytest.fixture(scope="module")
+def server(images, served_model):
+    with sm.serve(served_model, images["serve"]) as srv:
+        print(f"\nserve container: docker run -> /ping 200 in {srv.started_s:.1f} s")
+        yield srv
+
+
+def test_ping_is_healthy_and_fast(server):
+    assert server.ping(timeout=2) == 200
+
+
+def test_real_sample_images_are_classified(server, container_sample):
+    samples = _sample_images(container_sample)
+    correct = 0
+    for body, label in samples:
+        status, payload = server.invoke(body, "image/png")
+        assert status == 200, payload[:500]
+        top = json.loads(payload)["predictions"][0][0]
+        assert set(top) >= {"label", "probability"}
+        correct += top["label"] == label
+    # The 3-epoch model scores well above 50 % on the test split (test_train_container asserts it): same here.
+    assert correct / len(samples) > 0.5, f"{correct}/{len(samples)} correct"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"\x89PNG\r\n\x1a\n garbage, not an image", "image/png"),
+        (b"", "image/jpeg"),
+        (b"a,b,c\n1,2,3\n", "text/csv"),
+        (b'{"no": "image field"}', "application/json"),
+    ],
+    ids=["garbage-png", "empty-body", "unsupported-type", "json-without-image"],
+)
+def test_bad_input_is_a_client_error_and_the_server_keeps_answering(server, body, content_type):
+    status, payload = server.invoke(body, content_type)
+    assert 400 <= status < 500, (status, payload[:500])
+    assert server.ping() == 200
+
+
+def test_sigterm_stops_the_server_in_seconds(images, served_model):
+    with sm.serve(served_model, images["serve"]) as srv:
+        code, seconds = sm.stop(srv.name, timeout_s=30)
+    print(f"\nserve container: docker stop -> exit {code} in {seconds:.1f} s")
+    assert seconds < 10, f"took {seconds:.1f} s to stop (SIGKILL comes at 30 s): SIGTERM did not stop the server"
+    assert code != 137, "killed, not stopped"
+
+
+def test_bind_to_port_is_honoured(images, served_model):
+    # The accept-bind-to-port label promises this: SageMaker picks the port through SAGEMAKER_BIND_TO_PORT.
+    with sm.serve(served_model, images["serve"], env={"SAGEMAKER_BIND_TO_PORT": "9090"}, container_port=9090) as srv:
+        assert srv.ping() == 200
