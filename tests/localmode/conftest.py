@@ -2,8 +2,10 @@
 
 from localmode_support import (  # noqa: F401  (fixtures pytest collects from this conftest)
     docker_ready,
-    images,
     localmode,
     localmode_lock,
+    serve_image,
+    small_sample,
+    train_image,
     trained_model,
 )

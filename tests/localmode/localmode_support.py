@@ -88,16 +88,25 @@ def docker_ready() -> None:
             pytest.fail(problem, pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def images(docker_ready) -> dict[str, str]:
-    missing = [img for img in (TRAIN_IMAGE, SERVE_IMAGE) if _run(["docker", "image", "inspect", img]).returncode]
-    if missing:
+def _require_image(image: str) -> str:
+    if _run(["docker", "image", "inspect", image]).returncode:
         pytest.fail(
-            f"Image(s) {', '.join(missing)} not built: run `bash scripts/build_push.sh --local` "
-            "(after `bash scripts/docker_setup.sh`).",
+            f"Image {image} is not built: run `bash scripts/build_push.sh --local` "
+            "(after `bash scripts/docker_setup.sh`; offline: --base-image imgclf-base:bookworm from "
+            "scripts/base_image.sh).",
             pytrace=False,
         )
-    return {"train": TRAIN_IMAGE, "serve": SERVE_IMAGE}
+    return image
+
+
+@pytest.fixture(scope="session")
+def train_image(docker_ready) -> str:
+    return _require_image(TRAIN_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def serve_image(docker_ready) -> str:
+    return _require_image(SERVE_IMAGE)
 
 
 def sdk_python(major: int) -> Path:
@@ -271,6 +280,20 @@ def top1(answer) -> str:
         answer = answer[0]
     assert isinstance(answer, list) and answer and "label" in answer[0], f"unexpected answer {answer!r}"
     return str(max(answer, key=lambda a: a["probability"])["label"])
+
+
+@pytest.fixture(scope="session")
+def small_sample(sample_data, tmp_path_factory) -> Path:
+    """A slice of the digits sample (40 train / 10 valid / 10 test images per class) for the container fits:
+    they prove the SageMaker mechanics, and a shared 2-core machine trains the full set in minutes, not seconds."""
+    root = tmp_path_factory.mktemp("small-sample")
+    for split, n in (("train", 40), ("valid", 10), ("test", 10)):
+        for class_dir in sorted((sample_data / split).iterdir()):
+            dst = root / split / class_dir.name
+            dst.mkdir(parents=True)
+            for f in sorted(class_dir.iterdir())[:n]:
+                shutil.copy(f, dst / f.name)
+    return root
 
 
 @pytest.fixture(scope="session")

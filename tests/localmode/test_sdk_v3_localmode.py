@@ -12,7 +12,7 @@ pytestmark = pytest.mark.localmode
 
 
 def test_v3_model_trainer_local_container_trains_and_v3_local_endpoint_answers(
-    localmode, images, sample_data, tmp_path
+    localmode, train_image, serve_image, sample_data, small_sample, tmp_path
 ):
     labels = jpeg_samples(sample_data, tmp_path / "jpegs", per_class=1)
     result, output, seconds = localmode.driver(
@@ -20,10 +20,10 @@ def test_v3_model_trainer_local_container_trains_and_v3_local_endpoint_answers(
         sdk=3,
         args={
             "workdir": str(localmode.workdir / "sagemaker-local"),
-            "train_image": images["train"],
-            "serve_image": images["serve"],
+            "train_image": train_image,
+            "serve_image": serve_image,
             "hyperparameters": LOCAL_HYPERPARAMETERS,
-            "channels": {name: str(sample_data / name) for name in ("train", "valid")},
+            "channels": {name: str(small_sample / name) for name in ("train", "valid")},
             "images": list(labels),
         },
     )

@@ -2,16 +2,15 @@
 
 Local mode cannot run tuning jobs, so the tuner is built for SageMaker (dummy role/bucket, no AWS call) and its
 CreateHyperParameterTuningJob / CreateTrainingJob requests are checked against the one spec and against a real
-metric line from a 1-epoch native `imgclf train` (the same space runs locally with `imgclf tune`).
+metric lines from a native fast `imgclf train` (the same space runs locally with `imgclf tune`).
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
-from localmode_support import FAST_HYPERPARAMETERS, VENV_BIN
+from localmode_support import LOCAL_HYPERPARAMETERS
 
 from imgclf import launch
 from imgclf.hyperparameters import SPEC, Categorical, Continuous, Hyperparameters, Integer
@@ -24,20 +23,12 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgclf-train:v1"
 
 
 @pytest.fixture(scope="module")
-def real_metric_lines(sample_data, tmp_path_factory) -> list[str]:
-    """What the trainer really prints: run it natively for one epoch with the fast settings."""
-    out = tmp_path_factory.mktemp("one-epoch")
-    cmd = [str(VENV_BIN / "imgclf"), "train", "--data", str(sample_data), "--model-dir", str(out / "model")]
-    for name, value in {**FAST_HYPERPARAMETERS, "epochs": "1"}.items():
-        if value in ("true", "false"):
-            cmd.append(f"--{name}" if value == "true" else f"--no-{name}")
-        else:
-            cmd += [f"--{name}", value]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    lines = [line for line in r.stdout.splitlines() if re.match(r"^(epoch|test_loss)=", line)]
-    assert len(lines) == 2, r.stdout[-3000:]
-    return lines
+def real_metric_lines(trained_model) -> list[str]:
+    """What the trainer really prints: the native fast run (shared with the serving tests) logs one epoch line
+    per epoch and one test line."""
+    lines = [line for line in trained_model["log"].splitlines() if re.match(r"^(epoch|test_loss)=", line)]
+    assert len(lines) == int(LOCAL_HYPERPARAMETERS["epochs"]) + 1, trained_model["log"][-3000:]
+    return [lines[0], lines[-1]]
 
 
 def _values(line: str) -> dict[str, float]:

@@ -31,8 +31,7 @@ model_tar = train_root / "compressed_artifacts" / "model.tar.gz"
 result["model_tar"] = str(model_tar)
 
 session = LocalSession(boto_session=boto3.Session(region_name="us-east-1"))
-session.config = {"local": {"container_root": str((workdir / "v3-serve").resolve())}}
-(workdir / "v3-serve").mkdir(exist_ok=True)
+session.config = {"local": launch.local_config(target)}
 name = "imgclf-v3-local"
 before = running(args["serve_image"])
 started = time.monotonic()
