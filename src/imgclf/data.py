@@ -11,7 +11,7 @@ import logging
 import os
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,11 +32,15 @@ SAMPLE_SPLITS = {"train": 0.7, "valid": 0.15, "test": 0.15}
 Sample = tuple[str, int]  # (path, class index)
 
 
+def _interpolation(meta: ModelMeta) -> T.InterpolationMode:
+    return T.InterpolationMode(getattr(meta, "interpolation", "bilinear"))
+
+
 def eval_transform(meta: ModelMeta) -> T.Compose:
     """Resize the short side, center-crop, normalise: validation, test and serving."""
     return T.Compose(
         [
-            T.Resize(meta.resize_size),
+            T.Resize(meta.resize_size, interpolation=_interpolation(meta)),
             T.CenterCrop(meta.image_size),
             T.ToTensor(),
             T.Normalize(meta.mean, meta.std),
@@ -49,7 +53,7 @@ def train_transform(meta: ModelMeta, augment: bool) -> T.Compose:
         return eval_transform(meta)
     return T.Compose(
         [
-            T.Resize(meta.resize_size),
+            T.Resize(meta.resize_size, interpolation=_interpolation(meta)),
             T.RandomCrop(meta.image_size),
             T.RandomHorizontalFlip(),
             T.ToTensor(),
@@ -78,16 +82,18 @@ def _readable(path: str) -> bool:
 
 @dataclass
 class Channel:
-    """The readable images of one channel and the class names they index into."""
+    """The readable images of one channel and the class names they index into.
+
+    `reader` opens a sample's key (None: keys are file paths, `open_rgb`); `format` names the layout."""
 
     samples: list[Sample]
     classes: list[str]
     skipped: list[str]
+    reader: Callable[[str], Image.Image] | None = None
+    format: str = "imagefolder"
 
 
-def scan_image_folder(
-    root: str | Path, classes: Sequence[str] | None = None, channel: str = "train"
-) -> Channel:
+def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None, channel: str = "train") -> Channel:
     """ImageFolder layout: root/<class>/<image>. Unreadable files are skipped, counted and logged.
 
     `classes` fixes the class list (valid/test must use train's); a class there with no folder is fine,
@@ -127,9 +133,7 @@ def scan_image_folder(
     for path in skipped:
         log.warning("Skipping unreadable image %s", path)
     if skipped:
-        log.warning(
-            "%s channel: skipped %d unreadable file(s), kept %d image(s)", channel, len(skipped), len(samples)
-        )
+        log.warning("%s channel: skipped %d unreadable file(s), kept %d image(s)", channel, len(skipped), len(samples))
     if empty:
         raise UserError(
             f"Class folder(s) with no readable image in the {channel} channel {root}: {', '.join(empty)}. "
@@ -140,42 +144,70 @@ def scan_image_folder(
     return Channel(samples=samples, classes=list(classes), skipped=skipped)
 
 
-def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """(kept, held_out): `fraction` of each class held out, at least one when a class has two or more."""
+def _per_class_counts(sizes: dict[int, int], size: float) -> dict[int, int]:
+    """How many of each class to draw: a fraction of each class (`size` < 1), or `size` images in all shared out in
+    proportion by largest remainder (`size` >= 1). Every class with two or more images gives at least one and
+    keeps at least one, so both sides see every class."""
+    total = sum(sizes.values())
+    if size < 1:
+        counts = {c: round(n * size) for c, n in sizes.items()}
+    else:
+        want = min(int(size), total)
+        exact = {c: n * want / total for c, n in sizes.items()}
+        counts = {c: int(e) for c, e in exact.items()}
+        by_remainder = sorted(exact, key=lambda c: (-(exact[c] - counts[c]), c))
+        for c in by_remainder[: want - sum(counts.values())]:
+            counts[c] += 1
+    return {c: (min(max(counts[c], 1), n - 1) if n >= 2 else 0) for c, n in sizes.items()}
+
+
+def stratified_split(samples: list[Sample], size: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(kept, drawn): `size` is a fraction of each class (< 1) or a number of images (>= 1) drawn with label
+    proportions kept, at least one per class with two or more. Deterministic for a seed. The one stratified
+    function: valid-fraction holds out `drawn`; `sample` trains on `drawn`; the embedded sample is split by it."""
     by_class: dict[int, list[Sample]] = defaultdict(list)
     for s in samples:
         by_class[s[1]].append(s)
+    counts = _per_class_counts({c: len(v) for c, v in by_class.items()}, size)
     rng = random.Random(seed)
     kept, held = [], []
     for label in sorted(by_class):
         items = sorted(by_class[label])
         rng.shuffle(items)
-        n = round(len(items) * fraction)
-        if len(items) >= 2:
-            n = min(max(n, 1), len(items) - 1)
-        else:
-            n = 0
+        n = counts[label]
         held.extend(items[:n])
         kept.extend(items[n:])
     return kept, held
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """(tensor, label) pairs; an image that fails to decode at read time yields None (see `collate_skip_bad`)."""
+def stratified_sample(samples: list[Sample], size: float, seed: int) -> list[Sample]:
+    """`size` images (>= 1) or that fraction (< 1) of `samples`, label proportions kept; 0 or all: everything."""
+    if size <= 0 or size >= len(samples):
+        return list(samples)
+    return stratified_split(samples, size, seed)[1]
 
-    def __init__(self, samples: list[Sample], transform):
+
+class ImageDataset(torch.utils.data.Dataset):
+    """(tensor, label) pairs; an image that fails to decode at read time yields None (see `collate_skip_bad`).
+
+    `reader(key) -> RGB PIL image` opens a sample's key: a file path (`open_rgb`, the default) or, for HDF5
+    channels, a dataset name in the file (`imgclf.formats.HDF5Reader`, which opens the file once per worker).
+    """
+
+    def __init__(self, samples: list[Sample], transform, reader=None):
         self.samples = samples
         self.transform = transform
+        self.reader = reader or open_rgb
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        path, label = self.samples[i]
+        key, label = self.samples[i]
         try:
-            return self.transform(open_rgb(path)), label
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            log.warning("Skipping %s: %s", path, exc)
+            return self.transform(self.reader(key)), label
+        except (OSError, ValueError, SyntaxError, KeyError, Image.DecompressionBombError) as exc:
+            log.warning("Skipping %s: %s", key, exc)
             return None
 
 

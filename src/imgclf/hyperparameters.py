@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +53,26 @@ class Param:
         return self.name.replace("-", "_")
 
 
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
+# Every classification model in torchvision.models (`torchvision.models.list_models(module=torchvision.models)`
+# under the pinned torchvision 0.29.1; a unit test keeps the two equal). Written out so this module imports without
+# torch: the SDK-side launcher reads the spec in a venv that has no torch. The seeds' ResNets first, then A-Z.
+ARCHITECTURES = (
+    "resnet18", "resnet34", "resnet50", "alexnet", "convnext_base", "convnext_large", "convnext_small",
+    "convnext_tiny", "densenet121", "densenet161", "densenet169", "densenet201", "efficientnet_b0",
+    "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5",
+    "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l", "efficientnet_v2_m", "efficientnet_v2_s",
+    "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
+    "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "regnet_x_16gf", "regnet_x_1_6gf",
+    "regnet_x_32gf", "regnet_x_3_2gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_x_8gf", "regnet_y_128gf",
+    "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf", "regnet_y_800mf",
+    "regnet_y_8gf", "resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d",
+    "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet1_0",
+    "squeezenet1_1", "swin_b", "swin_s", "swin_t", "swin_v2_b", "swin_v2_s", "swin_v2_t", "vgg11", "vgg11_bn",
+    "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16",
+    "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
+)  # fmt: skip
+DATA_FORMATS = ("auto", "imagefolder", "hdf5", "manifest")
+CLASS_WEIGHTS = ("none", "auto")
 
 SPEC: tuple[Param, ...] = (
     Param(
@@ -70,7 +91,14 @@ SPEC: tuple[Param, ...] = (
         tuning=Categorical((8, 16, 32, 64, 128, 256, 512)),
     ),
     Param("epochs", int, 5, "Maximum number of epochs.", tuning=Integer(2, 10)),
-    Param("arch", str, "resnet18", "Backbone architecture.", choices=ARCHITECTURES),
+    Param(
+        "arch",
+        str,
+        "resnet18",
+        "Any torchvision classification model (resnet18, resnet50, efficientnet_b4, convnext_tiny, "
+        "mobilenet_v3_large, vit_b_16, ...); the head is replaced for the number of classes.",
+        choices=ARCHITECTURES,
+    ),
     Param("image-size", int, 224, "Side of the square crop fed to the network, in pixels."),
     Param(
         "train-backbone",
@@ -95,14 +123,53 @@ SPEC: tuple[Param, ...] = (
     ),
     Param("patience", int, 3, "Early stopping: epochs without valid_loss improvement; 0 turns it off."),
     Param("weight-decay", float, 0.0001, "AdamW weight decay."),
+    Param("valid-fraction", float, 0.1, "Share of train held out (stratified) when there is no valid channel."),
     Param(
-        "valid-fraction", float, 0.1, "Share of train held out (stratified) when there is no valid channel."
+        "data-format",
+        str,
+        "auto",
+        "Channel layout: imagefolder (a folder of images per class), hdf5 (a .h5/.hdf5 file of id -> image + a CSV of "
+        "id,label), manifest (CSV or JSON Lines of path,label); auto detects it per channel.",
+        choices=DATA_FORMATS,
+    ),
+    Param(
+        "labels-file",
+        str,
+        "",
+        "hdf5/manifest: name of the CSV / JSON Lines file in the channel; empty: the only one there.",
+    ),
+    Param("id-column", str, "id", "hdf5: labels-file column holding the image's key in the HDF5 file."),
+    Param("label-column", str, "label", "hdf5/manifest: labels-file column (JSON key) holding the class."),
+    Param(
+        "path-column",
+        str,
+        "path",
+        "manifest: column (JSON key) holding the image path relative to the channel; 'source-ref' "
+        "(SageMaker manifests, s3:// URIs) is used when this one is absent.",
+    ),
+    Param(
+        "sample",
+        float,
+        0.0,
+        "Train on a stratified subsample of the train channel (fixed seed, label proportions kept): N images "
+        "(>= 1) or a fraction (< 1); 0 uses everything.",
+    ),
+    Param(
+        "class-weights",
+        str,
+        "none",
+        "auto: weight the loss by inverse class frequency (imbalanced data); none: plain cross-entropy.",
+        choices=CLASS_WEIGHTS,
+    ),
+    Param(
+        "balanced-sampler",
+        bool,
+        False,
+        "Draw training batches with replacement so every class is seen equally often (imbalanced data).",
     ),
     Param("seed", int, 0, "Random seed for splits, init and shuffling."),
     Param("num-workers", int, -1, "DataLoader workers; -1 picks from the CPU count."),
-    Param(
-        "amp", bool, True, "Mixed precision (bf16/fp16 autocast) on CUDA; ignored on CPU, where it is slower."
-    ),
+    Param("amp", bool, True, "Mixed precision (bf16/fp16 autocast) on CUDA; ignored on CPU, where it is slower."),
     Param("debug-train-interval", int, 100, "smdebug: save losses every N training steps."),
     Param("debug-eval-interval", int, 10, "smdebug: save losses every N evaluation steps."),
     Param(
@@ -163,14 +230,30 @@ def parse_value(param: Param, value: Any) -> Any:
         else:
             result = str(text)
     except (TypeError, ValueError):
-        raise UserError(
-            f"Hyperparameter '{param.name}' must be a {param.type.__name__}, got {value!r}."
-        ) from None
+        raise UserError(f"Hyperparameter '{param.name}' must be a {param.type.__name__}, got {value!r}.") from None
     if param.choices is not None and result not in param.choices:
+        hint = difflib.get_close_matches(str(result), list(map(str, param.choices)), n=3)
         raise UserError(
-            f"Hyperparameter '{param.name}' must be one of {', '.join(map(str, param.choices))}; got {result!r}."
+            f"Hyperparameter '{param.name}' must be one of {describe_choices(param.choices)}; got {result!r}."
+            + (f" Did you mean {' or '.join(hint)}?" if hint else "")
         )
     return result
+
+
+def describe_choices(choices: tuple) -> str:
+    """All choices, short enough for SageMaker's 1,024-character failure message: after the first three, names
+    of one family are folded (`efficientnet_{b0,b1,...}`)."""
+    names = list(map(str, choices))
+    if len(", ".join(names)) <= 400:
+        return ", ".join(names)
+    head, families = names[:3], {}
+    for name in names[3:]:
+        stem = name[: name.rfind("_") + 1] if "_" in name else re.sub(r"\d+$", "", name)
+        families.setdefault(stem, []).append(name[len(stem) :])
+    folded = [
+        stem + rest[0] if len(rest) == 1 else stem + "{" + ",".join(rest) + "}" for stem, rest in families.items()
+    ]
+    return ", ".join(head + folded)
 
 
 @dataclass(frozen=True)
@@ -213,9 +296,7 @@ class Hyperparameters:
                 unknown.append(key)
                 continue
             if param.attr in seen and seen[param.attr] != key:
-                raise UserError(
-                    f"Hyperparameter '{param.name}' is given twice: as '{seen[param.attr]}' and '{key}'."
-                )
+                raise UserError(f"Hyperparameter '{param.name}' is given twice: as '{seen[param.attr]}' and '{key}'.")
             seen[param.attr] = key
             values[param.attr] = parse_value(param, value)
         if unknown:
@@ -239,6 +320,8 @@ def _check_ranges(v: Mapping[str, Any]) -> None:
         problems.append("patience must be >= 0")
     if not 0 < v["valid_fraction"] < 1:
         problems.append("valid-fraction must be between 0 and 1 (exclusive)")
+    if v["sample"] < 0 or (v["sample"] >= 1 and not float(v["sample"]).is_integer()):
+        problems.append("sample must be 0 (all), a fraction below 1, or a whole number of images")
     if v["weight_decay"] < 0:
         problems.append("weight-decay must be >= 0")
     if problems:

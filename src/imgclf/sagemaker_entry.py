@@ -39,7 +39,9 @@ def _run_job() -> None:
     if "train" not in channels:
         raise UserError(
             "No 'train' channel. Pass training data as the 'train' channel (ImageFolder layout: "
-            "<class name>/<image files>); 'valid' and 'test' channels are optional."
+            "<class name>/<image files>; or an HDF5 file of id -> image with a CSV of id,label; or a CSV / JSON "
+            "Lines manifest of path,label, see the data-format hyperparameter); 'valid' and 'test' channels are "
+            "optional."
         )
     cfg = RunConfig(
         train_dir=channels["train"],

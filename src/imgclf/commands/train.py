@@ -15,18 +15,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        help="Dataset root with train/ (and optional valid/, test/) ImageFolder subfolders, or a "
-        "single ImageFolder used as train. Default: the embedded digits sample.",
+        help="Dataset root with train/ (and optional valid/, test/) channel subfolders, or a single channel used "
+        "as train. A channel is an ImageFolder, an HDF5 file + labels CSV, or a CSV/JSON Lines manifest "
+        "(see --data-format). Default: the embedded digits sample.",
     )
     parser.add_argument("--train", type=Path, help="Train channel (overrides DATA/train).")
-    parser.add_argument(
-        "--valid", type=Path, help="Valid channel (default DATA/valid, else split from train)."
-    )
+    parser.add_argument("--valid", type=Path, help="Valid channel (default DATA/valid, else split from train).")
     parser.add_argument("--test", type=Path, help="Test channel (default DATA/test, if present).")
     parser.add_argument("--model-dir", type=Path, default=Path("model"), help="Where the artifact goes.")
-    parser.add_argument(
-        "--checkpoint-dir", type=Path, help="Per-epoch checkpoints; a rerun resumes from them."
-    )
+    parser.add_argument("--checkpoint-dir", type=Path, help="Per-epoch checkpoints; a rerun resumes from them.")
     parser.add_argument("--debugger-out", type=Path, help="Turn on the smdebug hook, writing tensors here.")
     parser.add_argument(
         "--profile",
