@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from imgclf import checkpoints, data, debugger, distributed, metrics
+from imgclf import checkpoints, data, debugger, distributed, evaluation, formats, metrics
 from imgclf.errors import TrainingInterrupted, UserError
 from imgclf.hyperparameters import Hyperparameters
 from imgclf.model import ModelMeta, build_model, head, headless, save_artifact
@@ -99,12 +99,20 @@ class _Datasets:
     train: list[data.Sample]
     valid: list[data.Sample]
     test: list[data.Sample] | None
+    # How each split opens a sample's key (None: a file path); see imgclf.formats.
+    readers: dict[str, Any] | None = None
 
 
 def _load_channels(hp: Hyperparameters, cfg: RunConfig) -> _Datasets:
-    train_ch = data.scan_image_folder(cfg.train_dir, channel="train")
+    """Every channel in its own format (imagefolder / hdf5 / manifest), as (key, class index) samples."""
+    options = formats.FormatOptions.from_hyperparameters(hp)
+    train_ch = formats.load_channel(cfg.train_dir, options, channel="train", sample=hp.sample, seed=hp.seed)
+    if hp.sample > 0:
+        log.info("sample=%g: training on a stratified subsample of %d image(s)", hp.sample, len(train_ch.samples))
+    readers = {"train": train_ch.reader, "valid": train_ch.reader, "test": None}
     if cfg.valid_dir is not None:
-        valid = data.scan_image_folder(cfg.valid_dir, train_ch.classes, channel="valid").samples
+        valid_ch = formats.load_channel(cfg.valid_dir, options, train_ch.classes, channel="valid")
+        valid, readers["valid"] = valid_ch.samples, valid_ch.reader
         train = train_ch.samples
     else:
         train, valid = data.stratified_split(train_ch.samples, hp.valid_fraction, hp.seed)
@@ -116,7 +124,10 @@ def _load_channels(hp: Hyperparameters, cfg: RunConfig) -> _Datasets:
         )
         if not valid:
             raise UserError("Too few train images to split a validation set; add a valid channel.")
-    test = data.scan_image_folder(cfg.test_dir, train_ch.classes, channel="test").samples if cfg.test_dir else None
+    test = None
+    if cfg.test_dir:
+        test_ch = formats.load_channel(cfg.test_dir, options, train_ch.classes, channel="test")
+        test, readers["test"] = test_ch.samples, test_ch.reader
     if len(train_ch.classes) < 2:
         raise UserError(f"Need at least 2 classes to train, found {len(train_ch.classes)} in {cfg.train_dir}.")
     log.info(
@@ -126,7 +137,26 @@ def _load_channels(hp: Hyperparameters, cfg: RunConfig) -> _Datasets:
         len(valid),
         len(test) if test is not None else "-",
     )
-    return _Datasets(train_ch.classes, train, valid, test)
+    log.info("Train images per class: %s", dict(sorted(data.class_counts(train).items())))
+    return _Datasets(train_ch.classes, train, valid, test, readers)
+
+
+def class_weights(samples: list[data.Sample], num_classes: int) -> torch.Tensor:
+    """Inverse class frequency, scaled so a balanced dataset gets 1.0 everywhere (scikit-learn's 'balanced')."""
+    counts = torch.bincount(torch.tensor([label for _, label in samples]), minlength=num_classes).double()
+    weights = counts.sum() / (num_classes * counts.clamp(min=1))
+    return weights.float()
+
+
+def _check_input_size(model: nn.Module, arch: str, image_size: int) -> None:
+    """One tiny forward pass: an image size the architecture cannot take fails now, in plain words."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, 3, image_size, image_size))
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise UserError(f"{arch} cannot take image-size {image_size}: {first}. Try a larger image-size.") from None
 
 
 class _Trainer:
@@ -148,9 +178,15 @@ class _Trainer:
         self.workers = dataloader_workers(hp.num_workers, layout.procs_per_host)
 
         self.sets = _load_channels(hp, cfg)
-        self.meta = ModelMeta.for_training(hp.arch, len(self.sets.classes), hp.image_size)
-        self.model = build_model(hp.arch, len(self.sets.classes), hp.pretrained_weights)
-        self.cached = not hp.train_backbone and not hp.augment and hp.cache_features
+        self.meta = ModelMeta.for_training(hp.arch, len(self.sets.classes), hp.image_size, hp.pretrained_weights)
+        self.model = build_model(
+            hp.arch, len(self.sets.classes), hp.pretrained_weights, model_kwargs=dict(self.meta.model_kwargs)
+        )
+        _check_input_size(self.model, hp.arch, hp.image_size)
+        # Cached features need a Linear head that is the network's last step (all but squeezenet's conv head).
+        self.cached = (
+            not hp.train_backbone and not hp.augment and hp.cache_features and isinstance(head(self.model), nn.Linear)
+        )
         for p in self.model.parameters():
             p.requires_grad = hp.train_backbone
         for p in head(self.model).parameters():
@@ -160,7 +196,11 @@ class _Trainer:
             torch.backends.cudnn.benchmark = True
         # In cached-feature mode only the head ever runs a training step.
         self.trainable = head(self.model) if self.cached else self.model
-        self.criterion = nn.CrossEntropyLoss()
+        weight = None
+        if hp.class_weights == "auto":
+            weight = class_weights(self.sets.train, len(self.sets.classes))
+            log.info("class-weights auto: %s", [round(w, 4) for w in weight.tolist()])
+        self.criterion = nn.CrossEntropyLoss(weight=weight.to(self.device) if weight is not None else None)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad], lr=hp.lr, weight_decay=hp.weight_decay
         )
@@ -177,11 +217,22 @@ class _Trainer:
 
     # ---- data -----------------------------------------------------------------------------------------------
 
-    def _image_loader(self, samples, train: bool, distributed_shard: bool) -> DataLoader:
+    def _balanced_sampler(self, labels: list[int]) -> WeightedRandomSampler:
+        """Every class drawn equally often (with replacement); under DDP each rank draws its share."""
+        counts = torch.bincount(torch.tensor(labels), minlength=len(self.sets.classes)).double()
+        weights = (1.0 / counts.clamp(min=1))[torch.tensor(labels)]
+        n = math.ceil(len(labels) / self.layout.world_size)
+        generator = torch.Generator().manual_seed(self.hp.seed + self.layout.rank)
+        return WeightedRandomSampler(weights, n, replacement=True, generator=generator)
+
+    def _image_loader(self, samples, train: bool, distributed_shard: bool, split: str = "train") -> DataLoader:
         transform = data.train_transform(self.meta, self.hp.augment) if train else data.eval_transform(self.meta)
-        dataset = data.ImageDataset(samples, transform)
+        reader = (self.sets.readers or {}).get(split)
+        dataset = data.ImageDataset(samples, transform, reader)
         sampler = None
-        if distributed_shard and self.layout.distributed:
+        if train and self.hp.balanced_sampler:
+            sampler = self._balanced_sampler([label for _, label in samples])
+        elif distributed_shard and self.layout.distributed:
             sampler = DistributedSampler(
                 dataset, self.layout.world_size, self.layout.rank, shuffle=True, seed=self.hp.seed
             )
@@ -208,7 +259,7 @@ class _Trainer:
             self.hp.seed,
         )
         if key not in self.feature_cache:
-            loader = self._image_loader(samples, train=False, distributed_shard=False)
+            loader = self._image_loader(samples, train=False, distributed_shard=False, split=name)
             feats, labels = [], []
             with torch.no_grad(), headless(self.model) as backbone, self._autocast():
                 backbone.eval()
@@ -227,15 +278,19 @@ class _Trainer:
     def _loaders(self) -> tuple[DataLoader, DataLoader, DataLoader | None]:
         s = self.sets
         if not self.cached:
-            test = self._image_loader(s.test, False, False) if s.test else None
-            return (self._image_loader(s.train, True, True), self._image_loader(s.valid, False, False), test)
+            test = self._image_loader(s.test, False, False, "test") if s.test else None
+            return (
+                self._image_loader(s.train, True, True, "train"),
+                self._image_loader(s.valid, False, False, "valid"),
+                test,
+            )
 
         def tensor_loader(ds: TensorDataset, train: bool) -> DataLoader:
-            sampler = (
-                DistributedSampler(ds, self.layout.world_size, self.layout.rank, seed=self.hp.seed)
-                if train and self.layout.distributed
-                else None
-            )
+            sampler = None
+            if train and self.hp.balanced_sampler:
+                sampler = self._balanced_sampler(ds.tensors[1].tolist())
+            elif train and self.layout.distributed:
+                sampler = DistributedSampler(ds, self.layout.world_size, self.layout.rank, seed=self.hp.seed)
             return DataLoader(
                 ds,
                 batch_size=self.hp.batch_size,
@@ -303,12 +358,18 @@ class _Trainer:
         total, count = distributed.all_reduce_sum([total, count], self.layout)
         return total / max(count, 1)
 
-    @torch.no_grad()
     def evaluate(self, loader: DataLoader, mode: str = "eval") -> tuple[float, float]:
         """(loss, accuracy) over the whole split; every rank evaluates all of it, so decisions agree."""
+        loss, report = self.evaluate_report(loader, mode)
+        return loss, report["accuracy"]
+
+    @torch.no_grad()
+    def evaluate_report(self, loader: DataLoader, mode: str = "eval") -> tuple[float, dict[str, Any]]:
+        """(loss, `evaluation.report`: accuracy, balanced accuracy, macro-F1, AUC, per-class, confusion matrix)."""
         self.model.eval()
         self.debug.mode(mode)
-        total, correct, count = 0.0, 0, 0
+        total, count = 0.0, 0
+        all_probs, all_labels = [], []
         for batch in loader:
             if batch is None:
                 continue
@@ -317,11 +378,13 @@ class _Trainer:
                 logits = self.trainable(x)
                 loss = self.criterion(logits, y)
             total += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
             count += len(y)
+            all_probs.append(torch.softmax(logits.float(), 1).cpu())
+            all_labels.append(y.cpu())
         if count == 0:
             raise UserError("No readable images left to evaluate on.")
-        return total / count, correct / count
+        report = evaluation.report(torch.cat(all_labels).numpy(), torch.cat(all_probs).numpy(), self.sets.classes)
+        return total / count, report
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
 
@@ -386,13 +449,15 @@ class _Trainer:
                         if self.cfg.checkpoint_dir
                         else f"Training stopped by signal {stop.signum} during epoch {epoch} (no checkpoint directory)."
                     )
-                valid_loss, valid_acc = self.evaluate(valid_loader)
+                valid_loss, valid_report = self.evaluate_report(valid_loader)
+                valid_acc = valid_report["accuracy"]
                 self.scheduler.step()
                 line = {
                     "epoch": epoch,
                     "train_loss": train_loss,
                     "valid_loss": valid_loss,
                     "valid_accuracy": valid_acc,
+                    **evaluation.metric_values("valid", valid_report),
                     "epoch_seconds": time.perf_counter() - t0,
                 }
                 history.append(line)
@@ -400,6 +465,7 @@ class _Trainer:
                     best = {
                         "valid_loss": valid_loss,
                         "valid_accuracy": valid_acc,
+                        "valid_report": valid_report,
                         "epoch": epoch,
                         "bad_epochs": 0,
                         "state": copy.deepcopy(self.model.state_dict()),
@@ -426,13 +492,24 @@ class _Trainer:
             "epochs": len(history),
             "history": history,
         }
+        reports = {}
+        if best.get("valid_report") is not None:
+            reports["valid"] = best["valid_report"]
+            result.update(evaluation.metric_values("valid", best["valid_report"]))
         if test_loader is not None:
-            test_loss, test_acc = self.evaluate(test_loader, mode="predict")
-            result.update(test_loss=test_loss, test_accuracy=test_acc)
+            test_loss, test_report = self.evaluate_report(test_loader, mode="predict")
+            test_values = {"test_loss": test_loss, "test_accuracy": test_report["accuracy"]}
+            test_values.update(evaluation.metric_values("test", test_report))
+            reports["test"] = test_report
+            result.update(test_values)
             if main:
-                metrics.emit({"test_loss": test_loss, "test_accuracy": test_acc})
+                metrics.emit(test_values)
         if main:
             save_artifact(self.model, self.meta, self.sets.classes, self.cfg.model_dir)
+            if reports:
+                split = "test" if "test" in reports else "valid"
+                log.info("Per-class metrics (%s):\n%s", split, evaluation.format_table(reports[split]))
+                evaluation.write(self.cfg.model_dir, reports, self.sets.classes)
             log.info("Model written to %s", self.cfg.model_dir)
         self.debug.close()
         return result

@@ -63,7 +63,13 @@ def test_sagemaker_contract_run_with_seed_spellings(sample_data, tmp_path):
     proc = sagemaker_train(base)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
-    assert sorted(os.listdir(base / "model")) == ["imgclf.json", "index_to_name.json", "model.pt"]
+    assert sorted(os.listdir(base / "model")) == [
+        "confusion_matrix.png",
+        "evaluation.json",
+        "imgclf.json",
+        "index_to_name.json",
+        "model.pt",
+    ]
     assert sorted(os.listdir(base / "checkpoints")) == ["checkpoint-0001.pt", "checkpoint-0002.pt"]
     assert not (base / "output" / "failure").exists()
     # Every metric definition finds its value in the real log, as SageMaker's regexes would.

@@ -33,7 +33,7 @@ def test_sagemaker_internal_hyperparameters_are_ignored():
         ({"lr": "fast"}, "'lr' must be a float"),
         ({"epochs": "2.5"}, "'epochs' must be a int"),
         ({"train-backbone": "maybe"}, "'train-backbone' must be a bool"),
-        ({"arch": "vgg11"}, "must be one of resnet18"),
+        ({"arch": "vgg12"}, "must be one of resnet18"),
         ({"batchsize": "3"}, "Unknown hyperparameter(s): batchsize"),
         ({"lr": "-1"}, "lr must be > 0"),
         ({"batch_size": "8", "batch-size": "16"}, "given twice"),

@@ -63,4 +63,4 @@ def test_headless_returns_backbone_features_and_restores_the_head():
 
 def test_unknown_architecture_lists_the_valid_ones():
     with pytest.raises(UserError, match="resnet18, resnet34, resnet50"):
-        m.build_model("alexnet", 2)
+        m.build_model("alexnet2", 2)
