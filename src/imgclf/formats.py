@@ -260,7 +260,10 @@ def _subsample(items: list[tuple[str, str]], sample: float, seed: int) -> list[t
 def _hdf5_channel(
     root: Path, options: FormatOptions, classes: Sequence[str] | None, channel: str, sample: float, seed: int
 ) -> data.Channel:
-    import h5py
+    try:
+        import h5py
+    except ImportError:
+        raise UserError("HDF5 channels need the h5py package (pip install h5py); it is in the train image.") from None
 
     files = _top_files(root, HDF5_SUFFIXES)
     if len(files) != 1:
