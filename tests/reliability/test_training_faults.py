@@ -17,8 +17,10 @@ from rel_helpers import fast_flags, imgclf_train, metric, read_until, small_samp
 
 pytestmark = pytest.mark.reliability
 
-# Same seed, same data: a resumed run reshuffles from the restored RNG, so it may differ in the last digits.
-ACCURACY_TOLERANCE = 0.05
+# Same seed, same data: a resumed run reshuffles from the restored RNG, so its numbers differ a little; on the
+# 40-per-class subset one image of valid is 1 %.
+ACCURACY_TOLERANCE = 0.08
+TRAIN_TIMEOUT = 600  # a shared 2-core CI box under load
 
 
 def _train_args(data, tmp_path, name: str, **overrides: str) -> list[str]:
@@ -34,14 +36,15 @@ def _train_args(data, tmp_path, name: str, **overrides: str) -> list[str]:
 
 
 def test_sigkill_mid_epoch_then_restart_resumes_and_matches_an_uninterrupted_run(sample_data, tmp_path):
-    reference = imgclf_train(*_train_args(sample_data, tmp_path, "reference"))
+    sample_data = small_sample(sample_data, tmp_path / "data", per_class=40)
+    reference = imgclf_train(*_train_args(sample_data, tmp_path, "reference"), timeout=TRAIN_TIMEOUT)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     args = _train_args(sample_data, tmp_path, "killed")
     proc = subprocess.Popen(
         [str(VENV_BIN / "imgclf"), "train", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
-    first = read_until(proc, r"^epoch=1 ", timeout=240)
+    first = read_until(proc, r"^epoch=1 ", timeout=TRAIN_TIMEOUT)
     time.sleep(min(metric(first, "epoch_seconds")[0] * 0.3, 5))  # inside epoch 2
     ckpt = tmp_path / "killed" / "ckpt"
     mid_epoch = not (ckpt / "checkpoint-0002.pt").exists()
@@ -50,7 +53,7 @@ def test_sigkill_mid_epoch_then_restart_resumes_and_matches_an_uninterrupted_run
     assert mid_epoch, "epoch 2 finished before the kill: the machine is too fast for this timing"
     assert not (tmp_path / "killed" / "model" / "model.pt").exists()
 
-    resumed = imgclf_train(*args)
+    resumed = imgclf_train(*args, timeout=TRAIN_TIMEOUT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resumed from checkpoint after epoch 1" in resumed.stdout
     assert metric(resumed.stdout, "epoch") == [2, 3]
@@ -61,14 +64,15 @@ def test_sigkill_mid_epoch_then_restart_resumes_and_matches_an_uninterrupted_run
 
 
 def test_corrupt_newest_checkpoint_warns_and_falls_back_to_the_previous_one(sample_data, tmp_path):
-    first = imgclf_train(*_train_args(sample_data, tmp_path, "run", epochs="2"))
+    sample_data = small_sample(sample_data, tmp_path / "data")
+    first = imgclf_train(*_train_args(sample_data, tmp_path, "run", epochs="2"), timeout=TRAIN_TIMEOUT)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = tmp_path / "run" / "ckpt"
     newest = ckpt / "checkpoint-0002.pt"
     assert newest.exists() and (ckpt / "checkpoint-0001.pt").exists()
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated, as by a crash mid-sync
 
-    rerun = imgclf_train(*_train_args(sample_data, tmp_path, "run", epochs="3"))
+    rerun = imgclf_train(*_train_args(sample_data, tmp_path, "run", epochs="3"), timeout=TRAIN_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "checkpoint-0002.pt is unreadable" in rerun.stderr
     assert "Resumed from checkpoint after epoch 1" in rerun.stdout
@@ -86,7 +90,7 @@ def test_full_model_disk_writes_a_clear_failure_file_and_exits_non_zero(sample_d
     base = make_opt_ml(tmp_path / "ml", {"train": data / "train", "valid": data / "valid"}, hps)
     with small_tmpfs(base / "model", "1m"):
         proc = sagemaker_train(base)
-        out, _ = proc.communicate(timeout=300)
+        out, _ = proc.communicate(timeout=TRAIN_TIMEOUT)
         leftovers = sorted(p.name for p in (base / "model").iterdir())
     assert proc.returncode != 0, out[-3000:]
     failure = (base / "output" / "failure").read_text()
@@ -109,7 +113,7 @@ def test_bad_images_are_skipped_and_counted_and_training_succeeds(sample_data, t
     _break_images(data / "train" / "3", good)
     _break_images(data / "valid" / "7", good)
     out = imgclf_train(
-        "--data", str(data), "--model-dir", str(tmp_path / "model"), *fast_flags(epochs="1"), timeout=300
+        "--data", str(data), "--model-dir", str(tmp_path / "model"), *fast_flags(epochs="1"), timeout=TRAIN_TIMEOUT
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "train channel: skipped 3 unreadable file(s)" in out.stderr
@@ -129,7 +133,7 @@ def test_truncated_jpeg_that_passes_the_scan_is_skipped_at_read_time(sample_data
     blob = (folder / "big.jpg").read_bytes()
     (folder / "big.jpg").write_bytes(blob[: len(blob) * 2 // 3])
     out = imgclf_train(
-        "--data", str(data), "--model-dir", str(tmp_path / "model"), *fast_flags(epochs="1"), timeout=300
+        "--data", str(data), "--model-dir", str(tmp_path / "model"), *fast_flags(epochs="1"), timeout=TRAIN_TIMEOUT
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "big.jpg" in out.stderr, "the truncated JPEG was neither skipped at scan nor reported at read time"
@@ -142,7 +146,7 @@ def test_class_folder_of_only_bad_files_fails_clearly_through_the_sagemaker_cont
     _break_images(bad, sorted((train / "0").glob("*.png"))[0].read_bytes())
     base = make_opt_ml(tmp_path / "ml", {"train": train}, FAST_HYPERPARAMETERS)
     proc = sagemaker_train(base)
-    out, _ = proc.communicate(timeout=300)
+    out, _ = proc.communicate(timeout=TRAIN_TIMEOUT)
     assert proc.returncode != 0, out[-3000:]
     failure = (base / "output" / "failure").read_text()
     assert failure.startswith("Class folder(s) with no readable image in the train channel"), failure[:1024]
