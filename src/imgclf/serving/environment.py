@@ -5,7 +5,10 @@ AWS framework container); imgclf's additions are `IMGCLF_*`:
 
     SAGEMAKER_BIND_TO_PORT               HTTP port (default 8080); `imgclf serve --port` overrides
     SAGEMAKER_MODEL_SERVER_WORKERS       worker processes (default: the rule in `default_workers`)
-    SAGEMAKER_MODEL_SERVER_TIMEOUT       seconds a worker may take per request batch (default 60)
+    SAGEMAKER_MODEL_SERVER_TIMEOUT       seconds a worker may take per request batch (default 60); written as
+                                         MMS's default_response_timeout_seconds, because MMS reads the
+                                         toolkit's default_response_timeout in minutes (60 -> one hour)
+    SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS  the same, overrides
     SAGEMAKER_STARTUP_TIMEOUT            seconds to wait for the model server to come up (default 600)
     SAGEMAKER_MAX_PAYLOAD_IN_MB          request body limit, answered with 413 by the front-end (default 6)
     SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT response type when the request has no Accept (default application/json)
@@ -147,7 +150,9 @@ class ServerSettings:
             port=port if port is not None else _int_env("SAGEMAKER_BIND_TO_PORT", 8080, minimum=1),
             workers=workers,
             workers_from_env=bool(env_workers),
-            timeout_s=_int_env("SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, minimum=1),
+            timeout_s=_int_env(
+                "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", _int_env("SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, minimum=1), 1
+            ),
             startup_timeout_s=_int_env("SAGEMAKER_STARTUP_TIMEOUT", 600, minimum=1),
             max_payload_mb=_int_env("SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB, minimum=1),
             batch_size=_int_env("IMGCLF_BATCH_SIZE", 1, minimum=1),

@@ -102,7 +102,8 @@ def mms_properties(settings: ServerSettings, host: str, model_store: str, plugin
         "management_address": address,
         "default_service_handler": HANDLER_SERVICE,
         "default_workers_per_model": settings.workers,
-        "default_response_timeout": settings.timeout_s,
+        "default_response_timeout": max(1, -(-settings.timeout_s // 60)),  # MMS reads this one in minutes
+        "default_response_timeout_seconds": settings.timeout_s,
         "max_request_size": settings.max_payload_mb * 1024 * 1024,
         "max_response_size": max(settings.max_payload_mb, 6) * 1024 * 1024,
         "model_store": model_store,

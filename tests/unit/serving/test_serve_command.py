@@ -37,6 +37,7 @@ def test_properties_carry_port_workers_payload_and_our_handler(tmp_path):
     assert lines["default_service_handler"] == "imgclf.serving.handler_service"
     assert lines["plugins_path"] == str(tmp_path)
     assert lines["decode_input_request"] == "false"
+    assert lines["default_response_timeout_seconds"] == "60" and lines["default_response_timeout"] == "1"
 
 
 def test_command_uses_the_gated_main_with_private_tmp_and_batching(tmp_path, artifact_dir):
