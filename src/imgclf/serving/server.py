@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from imgclf.errors import UserError
-from imgclf.serving.environment import ServerSettings
+from imgclf.serving.environment import ServerSettings, ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,11 @@ def run(args: argparse.Namespace) -> int:
         os.environ["IMGCLF_BATCH_SIZE"] = str(args.batch_size)
     if args.max_batch_delay_ms is not None:
         os.environ["IMGCLF_MAX_BATCH_DELAY_MS"] = str(args.max_batch_delay_ms)
-    settings = ServerSettings.from_env(None if multi_model else model_dir, port=args.port)
+    try:
+        settings = ServerSettings.from_env(None if multi_model else model_dir, port=args.port)
+        ServingSettings.from_env()  # the workers' knobs: a typo fails here, not in a crash-looping worker
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if not 0 < settings.port < MAX_MMS_PORT:
         raise UserError(f"Port {settings.port}: multi-model-server accepts ports 1..{MAX_MMS_PORT - 1}.")
     log.info(
