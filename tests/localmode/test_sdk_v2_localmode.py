@@ -12,13 +12,14 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from localmode_support import LOCAL_HYPERPARAMETERS, jpeg_samples, local_top1, top1
+from localmode_support import CONTAINER_HYPERPARAMETERS, jpeg_samples, local_top1, top1
 
 from imgclf.metrics import METRIC_DEFINITIONS
 
 pytestmark = pytest.mark.localmode
 
 ARTIFACT_FILES = {"model.pt", "index_to_name.json", "imgclf.json"}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _extract(model_data: str, dest: Path) -> Path:
@@ -40,7 +41,7 @@ def _fit(localmode, train_image, small_sample, instance_count: int):
         args={
             "workdir": str(localmode.workdir / "sagemaker-local"),
             "image": train_image,
-            "hyperparameters": LOCAL_HYPERPARAMETERS,
+            "hyperparameters": CONTAINER_HYPERPARAMETERS,
             "instance_count": instance_count,
             "channels": channels,
         },
@@ -53,7 +54,7 @@ def test_v2_estimator_fit_local_writes_model_tar_and_logs_metric_lines_the_defin
     result, output, seconds = _fit(localmode, train_image, small_sample, instance_count=1)
     print(f"SMOKE 1 v2 fit: {seconds:.1f} s (fit {result['seconds']:.1f} s)")
     assert result["instance_type"] == "local"
-    assert result["hyperparameters"] == LOCAL_HYPERPARAMETERS
+    assert result["hyperparameters"] == CONTAINER_HYPERPARAMETERS
     model_dir, names = _extract(result["model_data"], tmp_path / "model")
     assert ARTIFACT_FILES <= set(names), names
     meta = json.loads((model_dir / "imgclf.json").read_text())
@@ -61,9 +62,10 @@ def test_v2_estimator_fit_local_writes_model_tar_and_logs_metric_lines_the_defin
     assert sorted(json.loads((model_dir / "index_to_name.json").read_text()).values()) == [str(i) for i in range(10)]
 
     # The job log (compose prefixes each container line) holds our metric lines; every definition reads them.
-    epochs = [line for line in output.splitlines() if re.search(r"\bepoch=\d+ train_loss=", line)]
-    assert len(epochs) == int(LOCAL_HYPERPARAMETERS["epochs"]), output[-4000:]
-    tests = [line for line in output.splitlines() if re.search(r"\btest_loss=", line)]
+    log = ANSI.sub("", output).splitlines()
+    epochs = [line for line in log if re.search(r"\bepoch=\d+ train_loss=", line)]
+    assert len(epochs) == int(CONTAINER_HYPERPARAMETERS["epochs"]), output[-4000:]
+    tests = [line for line in log if re.search(r"\btest_loss=", line)]
     assert len(tests) == 1
     for d in METRIC_DEFINITIONS:
         values = [float(m.group(1)) for line in epochs + tests for m in [re.search(d["Regex"], line)] if m]
@@ -77,14 +79,15 @@ def test_v2_fit_with_two_instances_trains_with_ddp_across_two_containers_into_on
 ):
     result, output, seconds = _fit(localmode, train_image, small_sample, instance_count=2)
     print(f"SMOKE 2 v2 fit x2: {seconds:.1f} s (fit {result['seconds']:.1f} s)")
-    lines = output.splitlines()
+    # compose prefixes each line with "<project>-algo-N-<suffix> |" (in colour).
+    lines = [ANSI.sub("", line) for line in output.splitlines()]
     # Both containers ran the trainer...
     for host in ("algo-1", "algo-2"):
-        assert any(re.match(rf"^{host}-\w+\s+\|.*Hyperparameters:", line) for line in lines), host
+        assert any(re.search(rf"\b{host}-\w+\s+\|.*Hyperparameters:", line) for line in lines), host
     # ...as one DDP job: only rank 0 (algo-1) evaluates and prints epochs, both exit 0.
-    epoch_hosts = {re.match(r"^(algo-\d)", line).group(1) for line in lines if re.search(r"\| epoch=\d", line)}
+    epoch_hosts = {m.group(1) for line in lines for m in [re.search(r"\b(algo-\d)-\w+\s+\|\s*epoch=\d", line)] if m}
     assert epoch_hosts == {"algo-1"}, epoch_hosts
-    assert len([line for line in lines if re.search(r"algo-\d-\w+ exited with code 0", line)]) == 2, output[-3000:]
+    assert len([line for line in lines if re.search(r"\balgo-\d-\w+ exited with code 0", line)]) == 2, output[-3000:]
     _, names = _extract(result["model_data"], tmp_path / "model")
     assert sorted(n for n in names if n.endswith("model.pt")) == ["model.pt"], names
 

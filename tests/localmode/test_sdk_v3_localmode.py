@@ -6,7 +6,7 @@ from __future__ import annotations
 import tarfile
 
 import pytest
-from localmode_support import LOCAL_HYPERPARAMETERS, jpeg_samples, local_top1, top1
+from localmode_support import CONTAINER_HYPERPARAMETERS, jpeg_samples, local_top1, top1
 
 pytestmark = pytest.mark.localmode
 
@@ -22,7 +22,7 @@ def test_v3_model_trainer_local_container_trains_and_v3_local_endpoint_answers(
             "workdir": str(localmode.workdir / "sagemaker-local"),
             "train_image": train_image,
             "serve_image": serve_image,
-            "hyperparameters": LOCAL_HYPERPARAMETERS,
+            "hyperparameters": CONTAINER_HYPERPARAMETERS,
             "channels": {name: str(small_sample / name) for name in ("train", "valid")},
             "images": list(labels),
         },
@@ -31,7 +31,7 @@ def test_v3_model_trainer_local_container_trains_and_v3_local_endpoint_answers(
         f"SMOKE 5 v3: {seconds:.1f} s (train {result['train_seconds']:.1f} s, deploy {result['deploy_seconds']:.1f} s)"
     )
     assert result["trainer_class"] == "ModelTrainer"
-    assert "epoch=2 train_loss=" in output
+    assert "epoch=1 train_loss=" in output
     model_dir = tmp_path / "model"
     with tarfile.open(result["model_tar"]) as t:
         assert {"model.pt", "index_to_name.json", "imgclf.json"} <= set(t.getnames())
