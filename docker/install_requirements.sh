@@ -1,7 +1,10 @@
 #!/bin/sh
 # pip install inside the builder stage: offline from /wheelhouse (docker/wheelhouse.sh, bind-mounted by the
-# Dockerfiles) when it holds packages, from the package index otherwise. Arguments go to `pip install`.
+# Dockerfiles) when it holds packages, from the package index otherwise. Arguments go to `pip install`
+# (or to `pip wheel` when the first argument is `wheel`).
 set -eu
+command=install
+if [ "${1:-}" = wheel ]; then command=wheel; shift; fi
 WHEELHOUSE=${WHEELHOUSE:-/wheelhouse}
 if ls "$WHEELHOUSE"/*.whl >/dev/null 2>&1; then
   want=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -13,4 +16,4 @@ if ls "$WHEELHOUSE"/*.whl >/dev/null 2>&1; then
   fi
   set -- --no-index --find-links "$WHEELHOUSE" "$@"
 fi
-exec python -m pip install --no-cache-dir --disable-pip-version-check "$@"
+exec python -m pip "$command" --no-cache-dir --disable-pip-version-check "$@"

@@ -62,7 +62,7 @@ def sample_opt_ml(base: Path, sample: Path, **overrides: str) -> Path:
 def trained(images, container_sample, tmp_path_factory) -> sm.TrainResult:
     """One real `docker run imgclf-train train` on a fake /opt/ml, shared by the train and serve tests."""
     base = sample_opt_ml(tmp_path_factory.mktemp("opt-ml"), container_sample)
-    result = sm.train(base, images["train"])
+    result = sm.train(base, images["train"], timeout=1800)
     print(f"\ncontainer tier: training run {result.seconds:.0f} s (exit {result.returncode})")
     return result
 

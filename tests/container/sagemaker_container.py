@@ -14,6 +14,7 @@ Every container gets the label `imgclf.test=1` (`scripts/clean_docker.sh` remove
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import json
 import os
@@ -93,7 +94,7 @@ def image_created(image: str) -> float | None:
         return None
     # 2026-11-23T10:41:02.123456789Z -> epoch seconds (docker prints RFC 3339 in UTC)
     stamp = r.stdout.strip().rstrip("Z").split(".")[0]
-    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
 
 
 def images_current() -> bool:
@@ -119,8 +120,10 @@ def ensure_images(log=print) -> dict[str, float]:
             ["bash", "scripts/build_push.sh", "--local", "--local-tag", train_tag[1], "--base-image", TEST_BASE],
         ),
     ):
-        if step == "wheelhouse" and (REPO / "wheelhouse" / "PYTHON_VERSION").is_file():
-            continue  # filled already (pip would only re-check 77 files over the network)
+        marker = REPO / "wheelhouse" / "PYTHON_VERSION"
+        lock = REPO / "docker" / "constraints.txt"
+        if step == "wheelhouse" and marker.is_file() and marker.stat().st_mtime > lock.stat().st_mtime:
+            continue  # filled since the lock last changed (pip would only re-check every file over the network)
         start = time.monotonic()
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
         timings[step] = time.monotonic() - start
@@ -286,7 +289,7 @@ def serve(
     model_dir: Path,
     image: str = SERVE_IMAGE,
     env: dict[str, str] | None = None,
-    startup_timeout: float = 180,
+    startup_timeout: float = 300,
     container_port: int = 8080,
 ) -> Iterator[Server]:
     """`docker run IMAGE serve` with model_dir at /opt/ml/model (read-only), published on 127.0.0.1:<free port>."""

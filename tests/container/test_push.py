@@ -79,12 +79,14 @@ def moto(tmp_path):
 
 
 @pytest.fixture
-def push_images(images, tmp_path):
+def push_images(docker_ready, request, tmp_path):
     """(local tag, {role: image}) to push: the real images, or stand-ins on the test base image."""
     if os.environ.get("IMGCLF_PUSH_REAL_IMAGES") == "1":
+        request.getfixturevalue("images")
         tag = sm.TRAIN_IMAGE.rsplit(":", 1)[1]
         yield tag, {"train": sm.TRAIN_IMAGE, "serve": sm.SERVE_IMAGE}
         return
+    subprocess.run(["bash", "scripts/base_image.sh", sm.TEST_BASE], cwd=sm.REPO, check=True, capture_output=True)
     tag = f"pushtest-{os.getpid()}"
     made = {}
     for role in ("train", "serve"):
@@ -149,9 +151,9 @@ def test_local_and_help_need_no_aws(tmp_path):
     assert r.returncode == 0 and "--local" in r.stdout and "--platform" in r.stdout
 
 
-def test_missing_aws_cli_is_a_clear_error(images):
+def test_missing_aws_cli_is_a_clear_error(push_images):
     env = {**os.environ, "PATH": "/usr/bin:/bin", "AWS": "aws-not-installed", "DOCKER": sm.DOCKER}
-    tag = sm.TRAIN_IMAGE.rsplit(":", 1)[1]
+    tag = push_images[0]
     r = subprocess.run(
         ["bash", "scripts/build_push.sh", "--no-build", "--local-tag", tag, "--region", "us-east-1"],
         cwd=sm.REPO, env=env, capture_output=True, text=True, timeout=120,

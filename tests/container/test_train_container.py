@@ -51,11 +51,11 @@ def test_serve_argument_in_the_train_image_says_which_image_to_use(images, fresh
 
 
 def test_docker_stop_during_training_leaves_a_checkpoint_and_exits_before_the_kill(images, fresh_opt_ml):
-    base = fresh_opt_ml(epochs="50")
+    base = fresh_opt_ml(epochs="50", sample="300")  # a short epoch 1: the stop lands in epoch 2
     name, proc = sm.start_train(base, images["train"])
     try:
         lines: list[str] = []
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
