@@ -37,7 +37,7 @@ class _SystemSampler(threading.Thread):
         super().__init__(name="imgclf-profiler", daemon=True)
         self.interval = interval
         self.samples: list[dict[str, Any]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._t0 = time.time()
         try:
             import psutil
@@ -52,7 +52,7 @@ class _SystemSampler(threading.Thread):
         self._gpu = _gpu_reader()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             try:
                 self.samples.append(self.sample())
             except Exception as exc:  # a sampler must never break training
@@ -84,7 +84,7 @@ class _SystemSampler(threading.Thread):
         return s
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 FIXED = ["--pretrained-weights", "none", "--no-augment", "--image-size", "32"]
 
 
-def _tune(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def _tune(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(VENV_BIN / "imgclf"), "tune", *args, *FIXED], capture_output=True, text=True, timeout=timeout
     )
@@ -26,13 +26,16 @@ def _tune(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 def test_tune_writes_sagemaker_hyperparameters_resumes_and_retrains_the_best(sample_data, tmp_path):
     out = tmp_path / "tune"
-    first = _tune("--data", str(sample_data), "--trials", "3", "--jobs", "2", "--out", str(out), "--tune", "lr,epochs")
+    first = _tune(
+        "--data", str(sample_data), "--trials", "3", "--jobs", "2", "--out", str(out), "--tune", "lr", "--epochs", "3"
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "defaults (trial 0)" in first.stdout and "best trial" in first.stdout
     hps = json.loads((out / "hyperparameters.json").read_text())
     assert all(isinstance(v, str) for v in hps.values())
     parsed = Hyperparameters.from_mapping(hps)  # what the container will read
     assert parsed.image_size == 32 and parsed.pretrained_weights == "none" and 0.001 <= parsed.lr <= 0.1
+    assert parsed.epochs == 3  # a fixed value passes through to the SageMaker hyperparameters
     assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "trials.csv") as f:
         rows = list(csv.DictReader(f))
@@ -40,9 +43,8 @@ def test_tune_writes_sagemaker_hyperparameters_resumes_and_retrains_the_best(sam
     best = max(float(r["valid_accuracy"]) for r in rows if r["state"] == "COMPLETE")
     assert best >= float(rows[0]["valid_accuracy"])
 
-    again = _tune(
-        "--data", str(sample_data), "--trials", "4", "--out", str(out), "--tune", "lr,epochs", "--retrain-best"
-    )  # fmt: skip
+    again = _tune("--data", str(sample_data), "--trials", "4", "--out", str(out), "--tune", "lr", "--epochs", "3",
+                  "--retrain-best")  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert "3 trial(s) done, 1 to run" in again.stdout
     with open(out / "trials.csv") as f:
