@@ -73,9 +73,16 @@ def write_hdf5_channel(
     return rows
 
 
-def write_manifest_channel(src: Path, dst: Path, kind: str, per_class: int | None = None) -> int:
-    """Images copied under dst/images/<class>/ and a manifest listing them: kind 'csv' (path,label) or 'jsonl'
-    (SageMaker Ground Truth shape: source-ref s3:// URI, class index, class-metadata.class-name)."""
+def write_manifest_channel(
+    src: Path,
+    dst: Path,
+    kind: str,
+    per_class: int | None = None,
+    label_column: str = "label",
+    class_name=lambda name: name,
+) -> int:
+    """Images copied under dst/images/<class>/ and a manifest listing them: kind 'csv' (path,<label_column>) or
+    'jsonl' (SageMaker Ground Truth shape: source-ref s3:// URI, class index, <label>-metadata.class-name)."""
     items = _images(src, per_class)
     for path, name in items:
         (dst / "images" / name).mkdir(parents=True, exist_ok=True)
@@ -83,15 +90,18 @@ def write_manifest_channel(src: Path, dst: Path, kind: str, per_class: int | Non
     if kind == "csv":
         with open(dst / "manifest.csv", "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["path", "label"])
-            writer.writerows((f"images/{name}/{path.name}", name) for path, name in items)
+            writer.writerow(["path", label_column])
+            writer.writerows((f"images/{name}/{path.name}", class_name(name)) for path, name in items)
     else:
         with open(dst / "train.manifest.jsonl", "w") as f:
             for path, name in items:
                 row = {
                     "source-ref": f"s3://bucket/jobs/digits/images/{name}/{path.name}",
-                    "class": int(name),
-                    "class-metadata": {"class-name": f"digit-{name}", "type": "groundtruth/image-classification"},
+                    label_column: int(name),
+                    f"{label_column}-metadata": {
+                        "class-name": class_name(name),
+                        "type": "groundtruth/image-classification",
+                    },
                 }
                 f.write(json.dumps(row) + "\n")
     return len(items)
@@ -164,7 +174,9 @@ def test_csv_manifest_with_relative_paths(sample_data, tmp_path):
 
 
 def test_sagemaker_jsonl_manifest_resolves_s3_uris_and_class_names(sample_data, tmp_path):
-    write_manifest_channel(sample_data / "valid", tmp_path, "jsonl", per_class=2)
+    write_manifest_channel(
+        sample_data / "valid", tmp_path, "jsonl", per_class=2, label_column="class", class_name=lambda n: f"digit-{n}"
+    )
     channel = formats.load_channel(tmp_path, FormatOptions(label_column="class"))
     assert channel.classes == [f"digit-{d}" for d in range(10)]
     assert len(channel.samples) == 20 and not channel.skipped
