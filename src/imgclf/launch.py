@@ -264,6 +264,25 @@ def _require_v2(what: str) -> None:
         )
 
 
+def local_serving_port() -> int:
+    """Host port for local endpoints: IMGCLF_LOCAL_SERVING_PORT, else a free one (the SDK's 8080 is often taken)."""
+    if os.environ.get("IMGCLF_LOCAL_SERVING_PORT"):
+        return int(os.environ["IMGCLF_LOCAL_SERVING_PORT"])
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local_config(target: Target) -> dict[str, Any]:
+    """`LocalSession.config["local"]` (v2 and v3): the SDK's per-job folders (config, model, compose file)
+    under the workdir instead of /tmp, and a free host port for endpoints."""
+    root = (target.workdir or Path("sagemaker-local")) / "containers"
+    root.mkdir(parents=True, exist_ok=True)
+    return {"local_code": True, "container_root": str(root.resolve()), "serving_port": local_serving_port()}
+
+
 def session(target: Target):
     """A v2 `Session` for SageMaker or a `LocalSession` for local mode (SDK v2)."""
     _require_v2("This command")
@@ -274,10 +293,7 @@ def session(target: Target):
         from sagemaker.local import LocalSession
 
         sess = LocalSession(boto_session=boto_session)
-        # The SDK's per-job folders (config, model, compose file) under our workdir instead of /tmp.
-        root = (target.workdir or Path("sagemaker-local")) / "containers"
-        root.mkdir(parents=True, exist_ok=True)
-        sess.config = {"local": {"local_code": True, "container_root": str(root.resolve())}}
+        sess.config = {"local": local_config(target)}
         return sess
     from sagemaker.session import Session
 
