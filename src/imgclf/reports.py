@@ -144,16 +144,19 @@ def plot_losses(series: dict, results: list, path: Path) -> Path | None:
             [statistics.fmean(v for _, _, v in p) for p in passes],
             "o-", color="tab:orange", lw=1.8, label="validation loss (pass mean)",
         )  # fmt: skip
+    values = [v for pts in series.values() for _, _, v in pts if v > 0]
+    if values and max(values) / min(values) > 50:
+        ax.set_yscale("log")  # a blown-up validation loss must not flatten the training curve
     ymax = ax.get_ylim()[1]
     for r in results:
         if r.triggered:
             ax.axvline(r.first.step, color="tab:red", ls="--", lw=0.8)
-            ax.text(r.first.step, ymax * 0.97, " " + r.rule, rotation=90, va="top", fontsize=7, color="tab:red")
+            ax.text(r.first.step, ymax, " " + r.rule, rotation=90, va="top", fontsize=7, color="tab:red")
     ax.set_xlabel("global step")
     ax.set_ylabel("loss")
     ax.set_title("Training vs validation loss (dashed: first step each rule triggered)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -248,7 +251,8 @@ def analyse_profile(profile: dict[str, Any]) -> dict[str, Any]:
 
     check(
         "Dataloader",
-        stall > STALL_SHARE or not DATALOADER_MIN * cpus <= max(workers, 1) <= DATALOADER_MAX * cpus,
+        # Worker count alone is only a problem when steps actually wait for data.
+        stall > STALL_SHARE or (stall > 0.05 and not DATALOADER_MIN * cpus <= workers <= DATALOADER_MAX * cpus),
         f"{stall:.0%} of step time waiting for data; {workers} worker process(es) on {cpus} cores "
         f"(healthy: {DATALOADER_MIN * cpus:.0f}-{DATALOADER_MAX * cpus:.0f} workers, < {STALL_SHARE:.0%} waiting)",
         "raise --num-workers toward the core count"
