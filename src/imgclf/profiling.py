@@ -50,6 +50,7 @@ class _SystemSampler(threading.Thread):
             self._psutil = None
             self._last_stat = _proc_stat()
         self._gpu = _gpu_reader()
+        self._children: dict[int, Any] = {}
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):
@@ -65,11 +66,15 @@ class _SystemSampler(threading.Thread):
             s["cpu_percent"] = ps.cpu_percent(None)
             children = self._proc.children(recursive=True)
             proc_cpu = self._proc.cpu_percent(None)
+            known = {}
             for c in children:
+                c = self._children.get(c.pid, c)  # keep the Process: cpu_percent measures since its last call
+                known[c.pid] = c
                 try:
                     proc_cpu += c.cpu_percent(None)  # first reading of a new child is 0.0
                 except ps.Error:
                     pass
+            self._children = known
             s["process_cpu_percent"] = proc_cpu
             s["workers"] = len(children)
             s["rss_mb"] = round(self._proc.memory_info().rss / 2**20, 1)
