@@ -17,10 +17,9 @@ import time
 import zlib
 
 import pytest
-from conftest import VENV_BIN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rel_helpers import loadgen
+from rel_helpers import VENV_BIN, loadgen
 
 pytestmark = pytest.mark.reliability
 
@@ -314,7 +313,7 @@ def test_sigkill_of_a_worker_under_load_recovers_within_10s(server):
     after = [s for t, _, s in result.timeline if t > kill_t + 10]
     slowest = max(lat for _, lat, _ in result.timeline)
     print(
-        f"\nworker kill: {len(failures)} non-200 answers, last {recovery:.1f}s after the kill, "
+        f"\nworker kill: {len(failures)} non-200 answers {failures}, last {recovery:.1f}s after the kill, "
         f"connection errors {dict(result.errors)}, slowest answer {slowest:.1f}s, "
         f"pings {[(round(t, 1), s) for t, s, _ in pings if t > kill_t - 1][:40]}"
     )

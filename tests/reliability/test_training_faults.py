@@ -12,8 +12,18 @@ import subprocess
 import time
 
 import pytest
-from conftest import FAST_HYPERPARAMETERS, VENV_BIN, make_opt_ml, sagemaker_train
-from rel_helpers import fast_flags, imgclf_train, metric, read_until, small_sample, small_tmpfs
+from rel_helpers import (
+    FAST_HYPERPARAMETERS,
+    VENV_BIN,
+    fast_flags,
+    imgclf_train,
+    make_opt_ml,
+    metric,
+    read_until,
+    sagemaker_train,
+    small_sample,
+    small_tmpfs,
+)
 
 pytestmark = pytest.mark.reliability
 
