@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import FAST_HYPERPARAMETERS, VENV_BIN
+from imgclf_testkit import FAST_HYPERPARAMETERS, VENV_BIN
 
 pytestmark = pytest.mark.integration
 

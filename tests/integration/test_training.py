@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import FAST_HYPERPARAMETERS, VENV_BIN, free_port, make_opt_ml, sagemaker_train
+from imgclf_testkit import FAST_HYPERPARAMETERS, VENV_BIN, free_port, make_opt_ml, sagemaker_train
 
 from imgclf.metrics import METRIC_DEFINITIONS
 from imgclf.model import load_artifact

@@ -1,0 +1,74 @@
+"""Helpers every test tier shares: a fake /opt/ml, sagemaker-training's `train` on it, free ports, fast settings.
+
+No test writes to the real /opt/ml: the SageMaker layout is built under tmp and passed as SAGEMAKER_BASE_DIR
+(the training toolkit's own convention). A module of its own, importable as `imgclf_testkit` (pyproject sets
+pytest's pythonpath to tests/): `from conftest import` is ambiguous once several folders have a conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+# Settings that train the digits sample well in seconds (random init: no weights can be downloaded here).
+FAST_HYPERPARAMETERS = {
+    "pretrained-weights": "none",
+    "train-backbone": "true",
+    "augment": "false",
+    "image-size": "32",
+    "epochs": "3",
+    "batch-size": "32",
+    "lr": "0.003",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_opt_ml(
+    base: Path,
+    channels: dict[str, Path],
+    hyperparameters: dict[str, str],
+    hosts: list[str] | None = None,
+    current_host: str = "algo-1",
+) -> Path:
+    """Lay out what SageMaker writes before `train`: config JSONs (string values) and channel folders."""
+    hosts = hosts or [current_host]
+    config = base / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": current_host, "hosts": hosts}))
+    (config / "inputdataconfig.json").write_text(json.dumps({name: {"TrainingInputMode": "File"} for name in channels}))
+    for name, src in channels.items():
+        shutil.copytree(src, base / "input" / "data" / name)
+    (base / "output").mkdir(exist_ok=True)
+    return base
+
+
+def sagemaker_train(base: Path, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    """Start sagemaker-training's real `train` program on a fake /opt/ml, running our framework module."""
+    full_env = {
+        **os.environ,
+        "SAGEMAKER_BASE_DIR": str(base),
+        "SAGEMAKER_TRAINING_MODULE": "imgclf.sagemaker_entry:main",
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [str(VENV_BIN / "train")],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
