@@ -17,9 +17,11 @@ validation and serving prepare images exactly as the weights expect.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -252,17 +254,39 @@ def build_model(
     return model
 
 
+@contextlib.contextmanager
+def writing_to(model_dir: str | Path) -> Iterator[Path]:
+    """Writes into the model dir; a full disk or a read-only mount becomes a UserError that says which and why.
+
+    torch.save reports a full disk as "basic_ios::clear: iostream error" (RuntimeError): the free space is
+    checked to name the real cause. Temp files are removed so no half-written model is packaged.
+    """
+    model_dir = Path(model_dir)
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        yield model_dir
+    except (OSError, RuntimeError) as exc:
+        for tmp in model_dir.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        try:
+            free = shutil.disk_usage(model_dir).free
+        except OSError:
+            free = -1
+        full = getattr(exc, "errno", None) == errno.ENOSPC or 0 <= free < 64 * 1024 * 1024
+        reason = f"No space left on device ({free // 1024} KiB free)" if full else str(exc)
+        raise UserError(f"Could not write the model to {model_dir}: {reason}.") from exc
+
+
 def save_artifact(model: nn.Module, meta: ModelMeta, class_names: list[str], model_dir: str | Path) -> None:
     """Write the three files; the weights go last through a temp file so a full disk never leaves half a model."""
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / INDEX_FILE).write_text(json.dumps({str(i): n for i, n in enumerate(class_names)}, indent=1))
-    (model_dir / META_FILE).write_text(json.dumps(asdict(meta), indent=1))
     module = model.module if hasattr(model, "module") else model  # unwrap DDP
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    tmp = model_dir / (WEIGHTS_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, model_dir / WEIGHTS_FILE)
+    with writing_to(model_dir) as out:
+        (out / INDEX_FILE).write_text(json.dumps({str(i): n for i, n in enumerate(class_names)}, indent=1))
+        (out / META_FILE).write_text(json.dumps(asdict(meta), indent=1))
+        tmp = out / (WEIGHTS_FILE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, out / WEIGHTS_FILE)
 
 
 def load_meta(model_dir: str | Path) -> ModelMeta:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from imgclf import checkpoints, data, debugger, distributed, evaluation, formats, metrics
 from imgclf.errors import TrainingInterrupted, UserError
 from imgclf.hyperparameters import Hyperparameters
-from imgclf.model import ModelMeta, build_model, head, headless, save_artifact
+from imgclf.model import ModelMeta, build_model, head, headless, save_artifact, writing_to
 
 log = logging.getLogger(__name__)
 
@@ -505,11 +505,12 @@ class _Trainer:
             if main:
                 metrics.emit(test_values)
         if main:
-            save_artifact(self.model, self.meta, self.sets.classes, self.cfg.model_dir)
             if reports:
                 split = "test" if "test" in reports else "valid"
                 log.info("Per-class metrics (%s):\n%s", split, evaluation.format_table(reports[split]))
-                evaluation.write(self.cfg.model_dir, reports, self.sets.classes)
+                with writing_to(self.cfg.model_dir):
+                    evaluation.write(self.cfg.model_dir, reports, self.sets.classes)
+            save_artifact(self.model, self.meta, self.sets.classes, self.cfg.model_dir)  # last: model.pt means done
             log.info("Model written to %s", self.cfg.model_dir)
         self.debug.close()
         return result

@@ -89,11 +89,6 @@ def test_corrupt_newest_checkpoint_warns_and_falls_back_to_the_previous_one(samp
     assert metric(rerun.stdout, "epoch") == [2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save_artifact lets torch.save's 'basic_ios::clear: iostream error' through as a Framework Error "
-    "traceback; it should raise UserError naming the model dir and 'No space left on device'",
-)
 def test_full_model_disk_writes_a_clear_failure_file_and_exits_non_zero(sample_data, tmp_path):
     data = small_sample(sample_data, tmp_path / "data")
     hps = {**FAST_HYPERPARAMETERS, "epochs": "1"}
