@@ -53,9 +53,9 @@ def container_sample(tmp_path_factory) -> Path:
     return root
 
 
-def sample_opt_ml(base: Path, sample: Path, **overrides: str) -> Path:
-    channels = {name: sample / name for name in ("train", "valid", "test")}
-    return sm.opt_ml(base, channels, {**CONTAINER_HYPERPARAMETERS, **overrides})
+def sample_opt_ml(base: Path, sample_root: Path, overrides: dict[str, str] | None = None) -> Path:
+    channels = {name: sample_root / name for name in ("train", "valid", "test")}
+    return sm.opt_ml(base, channels, {**CONTAINER_HYPERPARAMETERS, **(overrides or {})})
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +77,7 @@ def served_model(trained, tmp_path_factory) -> Path:
 @pytest.fixture
 def fresh_opt_ml(tmp_path, container_sample):
     def make(**overrides: str) -> Path:
-        return sample_opt_ml(tmp_path / "opt-ml", container_sample, **overrides)
+        return sample_opt_ml(tmp_path / "opt-ml", container_sample, overrides)
 
     yield make
     shutil.rmtree(tmp_path / "opt-ml", ignore_errors=True)

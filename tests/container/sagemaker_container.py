@@ -5,7 +5,8 @@ test/utils/local_mode.py). Plain functions over the docker CLI, no fixtures: tes
 
 - `ensure_images()` builds both images with the project's one build command (`scripts/build_push.sh --local`) on
   the offline test base (`scripts/base_image.sh`) and the wheelhouse (`docker/wheelhouse.sh`), or reuses them
-  when they are newer than every file that goes into them.
+  when they are newer than every file that goes into them (IMGCLF_REBUILD=1 forces a build, IMGCLF_NO_BUILD=1
+  takes them as they are).
 - `opt_ml()` lays out what SageMaker writes before `train`; `train()` / `start_train()` run `IMAGE train` on it.
 - `model_from_tarball()` is the hand-off: model/ -> model.tar.gz -> unpacked, as SageMaker does.
 - `Server` (`with serve(...) as server:`) runs `IMAGE serve` on a free 127.0.0.1 port and waits for /ping.
@@ -106,6 +107,11 @@ def images_current() -> bool:
 def ensure_images(log=print) -> dict[str, float]:
     """Both images, built from the working tree unless current; returns {step: seconds} of what ran."""
     timings: dict[str, float] = {}
+    if os.environ.get("IMGCLF_NO_BUILD") == "1":  # built by the caller (CI step): use them as they are
+        missing = [img for img in (TRAIN_IMAGE, SERVE_IMAGE) if image_created(img) is None]
+        if missing:
+            raise RuntimeError(f"IMGCLF_NO_BUILD=1 but {missing} do not exist: run scripts/build_push.sh --local")
+        return timings
     if images_current() and os.environ.get("IMGCLF_REBUILD") != "1":
         return timings
     train_tag, serve_tag = TRAIN_IMAGE.rsplit(":", 1), SERVE_IMAGE.rsplit(":", 1)

@@ -4,6 +4,7 @@ secrets or host files, sizes against the AWS PyTorch DLC baselines, hadolint."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,39 @@ def test_hadolint_is_clean():
         [str(hadolint), "Dockerfile.train", "Dockerfile.serve"], cwd=sm.REPO, capture_output=True, text=True
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_pretrained_weights_build_arg_bakes_a_loadable_file(images, tmp_path):
+    # A URL (served from 127.0.0.1: the build fetches it from the daemon's network) is one of the two forms; the
+    # baked file must load as the trainer's pretrained-weights and be torchvision's cache under its own name.
+    import functools
+    import http.server
+    import threading
+
+    import torch
+    import torchvision
+
+    name = "resnet18-imgclftest.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / name)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    tag = "imgclf-train:weights-test"
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{name}"
+        build = subprocess.run(
+            [sm.DOCKER, "build", "-q", "-f", "Dockerfile.train", "-t", tag, "--build-arg", f"BASE_IMAGE={sm.TEST_BASE}",
+             "--build-arg", f"PRETRAINED_WEIGHTS={url}", "."],
+            cwd=sm.REPO, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True, timeout=1200,
+        )  # fmt: skip
+        assert build.returncode == 0, build.stderr[-3000:]
+        check = (
+            "from imgclf.model import build_model; "
+            f"build_model('resnet18', 10, '/opt/imgclf/weights/{name}'); "
+            f"import os; print(os.path.exists('/opt/imgclf/torch/hub/checkpoints/{name}'))"
+        )
+        r = _sh(tag, f'python -c "{check}"')
+        assert r.returncode == 0 and r.stdout.strip().endswith("True"), r.stdout + r.stderr
+    finally:
+        httpd.shutdown()
+        sm.docker("rmi", tag, check=False)

@@ -23,7 +23,7 @@ def test_train_writes_artifact_metric_lines_checkpoints_and_success(trained):
     assert test_acc, out[-3000:]
     assert float(test_acc.group(1)) > 0.5, "3 epochs on the digits sample should be far above chance (0.1)"
     model = trained.base / "model"
-    assert sorted(p.name for p in model.iterdir()) == ["imgclf.json", "index_to_name.json", "model.pt"]
+    assert {"imgclf.json", "index_to_name.json", "model.pt"} <= {p.name for p in model.iterdir()}  # the artifact
     assert sorted(p.name for p in (trained.base / "checkpoints").glob("checkpoint-*.pt")), "no checkpoint written"
     assert not (trained.base / "output" / "failure").exists(), trained.failure
     assert (trained.base / "output" / "success").exists()
