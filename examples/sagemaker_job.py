@@ -105,7 +105,7 @@ def main() -> None:
     transformer = launch.build_transformer(
         model, instance_type="local" if target.local else "ml.m5.large", output_path=transform_out
     )
-    transformer.transform(transform_in, content_type="image/jpeg", split_type=None, wait=True)
+    launch.run_transform(transformer, transform_in, local=target.local)
     print("transform outputs:", transform_out)
 
 

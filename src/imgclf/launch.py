@@ -498,6 +498,12 @@ def build_transformer(
     )
 
 
+def run_transform(transformer, data: str, *, local: bool, content_type: str = JPEG, wait: bool = True) -> None:
+    """Start the batch transform; one request per file. Local mode: no log streaming (the SDK would call
+    CloudWatch Logs, which local mode does not fake; the container's output is printed anyway)."""
+    transformer.transform(data, content_type=content_type, split_type=None, wait=wait, logs=not local)
+
+
 # --- SDK v3 -----------------------------------------------------------------------------------------------------
 
 
@@ -824,7 +830,7 @@ def _run_transform(args: argparse.Namespace, target: Target) -> int:
     transformer = build_transformer(
         model, instance_type=instance_type, output_path=output, instance_count=args.instance_count
     )
-    transformer.transform(data, content_type=args.content_type, split_type=None, wait=args.wait)
+    run_transform(transformer, data, local=target.local, content_type=args.content_type, wait=args.wait)
     print(f"outputs: {output}", flush=True)
     return 0
 

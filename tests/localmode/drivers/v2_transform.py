@@ -15,7 +15,7 @@ model = launch.build_model(target, args["model_tar"], image_uri=args["image"])
 output = Path(args["output"])
 transformer = launch.build_transformer(model, instance_type="local", output_path=launch.file_uri(output))
 started = time.monotonic()
-transformer.transform(launch.file_uri(args["input"]), content_type="image/jpeg", split_type=None, wait=True)
+launch.run_transform(transformer, launch.file_uri(args["input"]), local=True)
 emit(
     {
         "seconds": time.monotonic() - started,
