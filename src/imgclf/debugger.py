@@ -63,4 +63,8 @@ def create(hp: Hyperparameters, config_file: Path | None, out_dir: Path | None) 
         }
     )
     log.info("smdebug hook writing %s to %s", ",".join(collections), out_dir)
-    return Debugger(Hook(out_dir=str(out_dir), save_config=save_config, include_collections=collections))
+    hook = Hook(out_dir=str(out_dir), save_config=save_config, include_collections=collections)
+    if "relu_input" in collections:
+        # Not a built-in collection: poor_weight_initialization reads the inputs of the ReLU layers.
+        hook.get_collection("relu_input").include(".*relu_input")
+    return Debugger(hook)

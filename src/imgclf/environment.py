@@ -38,6 +38,8 @@ class SageMakerJob:
     checkpoint_dir: Path
     output_dir: Path
     debughook_config: Path
+    profiler_config: Path
+    output_data_dir: Path
     hosts: list[str]
     current_host: str
 
@@ -63,6 +65,8 @@ def read_job() -> SageMakerJob:
         checkpoint_dir=root / "checkpoints",
         output_dir=Path(env.output_dir),
         debughook_config=root / "input" / "config" / "debughookconfig.json",
+        profiler_config=root / "input" / "config" / "profilerconfig.json",
+        output_data_dir=Path(env.output_data_dir),
         hosts=list(env.hosts),
         current_host=env.current_host,
     )

@@ -176,7 +176,7 @@ SPEC: tuple[Param, ...] = (
         "debug-collections",
         str,
         "losses",
-        "smdebug collections to save, comma-separated (losses, weights, gradients, biases); weights and "
+        "smdebug collections to save, comma-separated (losses, weights, gradients, biases, relu_input); weights and "
         "gradients cost 4-5x step time.",
     ),
 )

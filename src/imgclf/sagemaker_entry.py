@@ -8,6 +8,7 @@ when the image runs outside SageMaker, then hands over to the toolkit's `train` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -54,8 +55,15 @@ def _run_job() -> None:
     layout = distributed.from_hosts(job.hosts, job.current_host)
     if layout.procs_per_host > 1:
         _spawn_per_gpu(hp, cfg, layout)
-    else:
-        fit(hp, cfg, layout=layout)
+        return
+    profiler = contextlib.nullcontext()
+    if job.profiler_config.is_file():
+        from imgclf.profiling import Profiler
+
+        # output/data is uploaded with the job (output.tar.gz): `imgclf report profile` reads it afterwards.
+        profiler = Profiler(job.output_data_dir / "profile")
+    with profiler as p:
+        fit(hp, cfg, layout=layout, profiler=p)
 
 
 def _gpu_worker(local_rank: int, hp, cfg, layout: distributed.Layout) -> None:

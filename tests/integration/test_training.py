@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -236,3 +237,30 @@ def test_two_hosts_train_with_ddp_and_only_rank_0_writes_the_model(sample_data, 
     assert (bases[0] / "model" / "model.pt").exists()
     assert not (bases[1] / "model" / "model.pt").exists()
     assert re.findall(r"^epoch=\d", outs[0], re.M) and not re.findall(r"^epoch=\d", outs[1], re.M)
+
+
+def test_sagemaker_debugger_and_profiler_configs_are_honoured(sample_data, tmp_path):
+    """What SageMaker writes for DebuggerHookConfig / ProfilerConfig turns on the hook and imgclf's profiler."""
+    hps = {**FAST_HYPERPARAMETERS, "epochs": "1"}
+    base = make_opt_ml(tmp_path / "ml", {"train": sample_data / "train", "valid": sample_data / "valid"}, hps)
+    tensors = base / "output" / "tensors"
+    config = base / "input" / "config"
+    (config / "debughookconfig.json").write_text(
+        json.dumps(
+            {
+                "LocalPath": str(tensors),
+                "HookParameters": {"save_interval": "5"},
+                "CollectionConfigurations": [{"CollectionName": "losses"}],
+            }
+        )
+    )
+    (config / "profilerconfig.json").write_text(json.dumps({"ProfilingIntervalInMilliseconds": 500}))
+    proc = sagemaker_train(base)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    from smdebug.trials import create_trial
+
+    trial = create_trial(str(tensors))
+    assert trial.tensor_names(collection="losses")
+    profile = json.loads((base / "output" / "data" / "profile" / "profile.json").read_text())
+    assert profile, "empty profile"
