@@ -22,7 +22,7 @@
 #   --only train|serve    build/push only one image
 #   -h, --help            this text
 # Env: DOCKER (docker client; default: one with BuildKit), AWS (aws CLI, default: aws),
-#      AWS_ENDPOINT_URL (awscli endpoint override, e.g. a moto server), BUILD_CACHE_KEEP (default 20GB: build
+#      AWS_ENDPOINT_URL (awscli endpoint override, e.g. a moto server), BUILD_CACHE_KEEP (default 10GB: build
 #      cache kept after a build, the rest pruned). A wheelhouse/ filled by docker/wheelhouse.sh is used
 #      automatically (offline builds).
 set -euo pipefail
@@ -92,13 +92,17 @@ build() {
   echo "build_push.sh: built $(local_image "$role") in $((SECONDS - start)) s" >&2
 }
 
-if [ "$BUILD" = 1 ]; then
-  for role in "${ROLES[@]}"; do build "$role"; done
-  # Bounded disk: the previous builds of these tags (now dangling) go, and the build cache is trimmed.
+# Bounded disk, also after a failed build: the previous builds of these tags (now dangling) go, and the build
+# cache (each cold build of the pair leaves ~25-40 GB: venv layers, the wheelhouse context) is trimmed.
+trim_disk() {
   for role in "${ROLES[@]}"; do
-    $DOCKER image prune -f --filter "label=org.opencontainers.image.title=imgclf-$role" >/dev/null
+    $DOCKER image prune -f --filter "label=org.opencontainers.image.title=imgclf-$role" >/dev/null || true
   done
-  $DOCKER builder prune -f --keep-storage "${BUILD_CACHE_KEEP:-20GB}" >/dev/null
+  $DOCKER builder prune -f --keep-storage "${BUILD_CACHE_KEEP:-10GB}" >/dev/null || true
+}
+if [ "$BUILD" = 1 ]; then
+  trap trim_disk EXIT
+  for role in "${ROLES[@]}"; do build "$role"; done
 else
   for role in "${ROLES[@]}"; do
     $DOCKER image inspect "$(local_image "$role")" >/dev/null 2>&1 ||
