@@ -13,7 +13,6 @@ Missing prerequisites (docker, compose, images, SDK venvs) FAIL with the command
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import shutil
@@ -26,19 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-
-def _root_conftest():
-    # tests/conftest.py by path: every conftest is named `conftest`, so `from conftest import` is ambiguous here.
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("imgclf_tests_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-FAST_HYPERPARAMETERS, REPO, VENV_BIN = _root.FAST_HYPERPARAMETERS, _root.REPO, _root.VENV_BIN
+from imgclf_testkit import FAST_HYPERPARAMETERS, REPO, VENV_BIN
 
 DRIVERS = Path(__file__).parent / "drivers"
 TRAIN_IMAGE = os.environ.get("IMGCLF_TRAIN_IMAGE", "imgclf-train:latest")
