@@ -86,6 +86,8 @@ def main() -> None:
     from sagemaker_training import environment as sm_env
     from sagemaker_training import errors
 
+    # The toolkit configures only its own logger: without this imgclf's INFO lines (classes, formats) are lost.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The toolkit swallows the error (exit 0, no failure file) when output/ is missing: make sure it exists.
     os.makedirs(sm_env.output_dir, exist_ok=True)
     try:
