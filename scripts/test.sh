@@ -6,8 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh --docker
-.venv/bin/ruff check src tests
-.venv/bin/ruff format --check src tests
+# Containers, networks and build cache the tests leave behind go, pass or fail (the images stay for reuse).
+trap 'bash scripts/clean_docker.sh >/dev/null 2>&1 || true' EXIT
+bash scripts/sdk_venvs.sh   # SageMaker SDK v2 and v3 venvs for the local-mode tier (one distribution name)
+.venv/bin/ruff check src tests examples benchmarks
+.venv/bin/ruff format --check src tests examples benchmarks
 
 set +e
 .venv/bin/pytest "$@"

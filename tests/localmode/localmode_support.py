@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sagemaker_container
 from imgclf_testkit import FAST_HYPERPARAMETERS, REPO, VENV_BIN
 
 DRIVERS = Path(__file__).parent / "drivers"
@@ -81,6 +82,11 @@ def docker_ready() -> None:
 
 
 def _require_image(image: str) -> str:
+    if image in (sagemaker_container.TRAIN_IMAGE, sagemaker_container.SERVE_IMAGE) and not os.environ.get(
+        "IMGCLF_NO_BUILD"
+    ):
+        # The container tier's one build step: builds when missing or older than the sources, else returns.
+        sagemaker_container.ensure_images()
     if _run(["docker", "image", "inspect", image]).returncode:
         pytest.fail(
             f"Image {image} is not built: run `bash scripts/build_push.sh --local` "
