@@ -185,7 +185,7 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
             f"Could not get ImageNet weights for {arch} from {weights.url} "
             f"(cache: {torch.hub.get_dir()}): {exc}. The job may have no internet access (network isolation, "
             "a VPC without NAT). Set pretrained-weights to a local .pth file (bake one into the image with "
-            "--build-arg PRETRAINED_WEIGHTS_URL=...) or to 'none' to train from random init."
+            "scripts/build_push.sh --pretrained-weights PATH|URL) or to 'none' to train from random init."
         ) from None
     finally:
         socket.setdefaulttimeout(previous)
