@@ -30,6 +30,17 @@ FAST_HYPERPARAMETERS = {
 }
 
 
+def fast_flags(**overrides: str) -> list[str]:
+    """FAST_HYPERPARAMETERS (plus overrides) as `imgclf train` flags: booleans become --x / --no-x."""
+    flags = []
+    for key, value in {**FAST_HYPERPARAMETERS, **overrides}.items():
+        if value in ("true", "false"):
+            flags.append(f"--{key}" if value == "true" else f"--no-{key}")
+        else:
+            flags += [f"--{key}", value]
+    return flags
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

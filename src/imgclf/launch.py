@@ -720,6 +720,23 @@ def _inputs(args: argparse.Namespace, target: Target, sess) -> dict[str, str]:
     return out
 
 
+def _estimator_from_args(args: argparse.Namespace, target: Target, hyperparameters: dict, sess):
+    """The training-job options `imgclf sagemaker train` and `tune` share."""
+    return build_estimator(
+        target,
+        image_uri=args.image_uri,
+        hyperparameters=hyperparameters,
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        spot=args.spot,
+        max_run=args.max_run,
+        max_wait=args.max_wait,
+        checkpoint_s3_uri=args.checkpoint_s3_uri,
+        debugger=args.debugger,
+        sagemaker_session=sess,
+    )
+
+
 def _run_train(args: argparse.Namespace, target: Target) -> int:
     given = _given_hyperparameters(args)
     if sdk_major() >= 3:
@@ -735,19 +752,7 @@ def _run_train(args: argparse.Namespace, target: Target) -> int:
         trainer.train(wait=args.wait)
         return 0
     sess = session(target)
-    est = build_estimator(
-        target,
-        image_uri=args.image_uri,
-        hyperparameters=given,
-        instance_type=args.instance_type,
-        instance_count=args.instance_count,
-        spot=args.spot,
-        max_run=args.max_run,
-        max_wait=args.max_wait,
-        checkpoint_s3_uri=args.checkpoint_s3_uri,
-        debugger=args.debugger,
-        sagemaker_session=sess,
-    )
+    est = _estimator_from_args(args, target, given, sess)
     est.fit(_inputs(args, target, sess), wait=args.wait)
     if args.wait:
         print(f"model: {est.model_data}", flush=True)
@@ -767,19 +772,7 @@ def tuner_request(tuner, inputs: Mapping[str, str], job_name: str = "imgclf-hpo-
 def _run_tune(args: argparse.Namespace, target: Target) -> int:
     _require_v2("imgclf sagemaker tune")
     sess = session(target)
-    est = build_estimator(
-        target,
-        image_uri=args.image_uri,
-        hyperparameters=_given_hyperparameters(args),
-        instance_type=args.instance_type,
-        instance_count=args.instance_count,
-        spot=args.spot,
-        max_run=args.max_run,
-        max_wait=args.max_wait,
-        checkpoint_s3_uri=args.checkpoint_s3_uri,
-        debugger=args.debugger,
-        sagemaker_session=sess,
-    )
+    est = _estimator_from_args(args, target, _given_hyperparameters(args), sess)
     tuner = build_tuner(
         est,
         objective_metric=args.objective,

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from imgclf_testkit import FAST_HYPERPARAMETERS
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -19,15 +20,7 @@ import sagemaker_container as sm  # noqa: E402
 from imgclf.data import write_sample_data  # noqa: E402
 
 # Fast settings (random init: no weights can be downloaded here); 3 epochs, every value a string as SageMaker sends.
-CONTAINER_HYPERPARAMETERS = {
-    "pretrained-weights": "none",
-    "train-backbone": "true",
-    "augment": "false",
-    "image-size": "32",
-    "epochs": "3",
-    "batch-size": "32",
-    "lr": "0.003",
-}
+CONTAINER_HYPERPARAMETERS = FAST_HYPERPARAMETERS
 
 
 @pytest.fixture(scope="session")

@@ -12,22 +12,12 @@ import time
 
 import pytest
 import torch
-from imgclf_testkit import FAST_HYPERPARAMETERS, VENV_BIN, free_port, make_opt_ml, sagemaker_train
+from imgclf_testkit import FAST_HYPERPARAMETERS, VENV_BIN, fast_flags, free_port, make_opt_ml, sagemaker_train
 
 from imgclf.metrics import METRIC_DEFINITIONS
 from imgclf.model import load_artifact
 
 pytestmark = pytest.mark.integration
-
-
-def _fast_flags(**overrides: str) -> list[str]:
-    flags = []
-    for key, value in {**FAST_HYPERPARAMETERS, **overrides}.items():
-        if value in ("true", "false"):
-            flags.append(f"--{key}" if value == "true" else f"--no-{key}")
-        else:
-            flags += [f"--{key}", value]
-    return flags
 
 
 def _imgclf(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -48,7 +38,7 @@ def _read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
 
 
 def test_cli_trains_the_embedded_sample_above_95_percent(sample_data, tmp_path):
-    out = _imgclf("train", "--data", str(sample_data), "--model-dir", str(tmp_path / "model"), *_fast_flags(epochs="8"))
+    out = _imgclf("train", "--data", str(sample_data), "--model-dir", str(tmp_path / "model"), *fast_flags(epochs="8"))
     assert out.returncode == 0, out.stderr[-3000:]
     test_line = re.search(r"test_loss=\S+ test_accuracy=(\S+)", out.stdout)
     assert test_line and float(test_line.group(1)) >= 0.95, out.stdout
@@ -141,7 +131,7 @@ def test_sigkill_mid_run_resumes_from_the_last_epoch_checkpoint(sample_data, tmp
         str(tmp_path / "model"),
         "--checkpoint-dir",
         str(ckpt),
-        *_fast_flags(epochs="3", patience="0"),
+        *fast_flags(epochs="3", patience="0"),
     ]
     proc = subprocess.Popen(
         [str(VENV_BIN / "imgclf"), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -161,9 +151,9 @@ def test_sigkill_mid_run_resumes_from_the_last_epoch_checkpoint(sample_data, tmp
 def test_checkpoint_of_a_different_configuration_is_refused(sample_data, tmp_path):
     ckpt = tmp_path / "ckpt"
     base = ["train", "--data", str(sample_data), "--checkpoint-dir", str(ckpt)]
-    first = _imgclf(*base, "--model-dir", str(tmp_path / "a"), *_fast_flags(epochs="1"))
+    first = _imgclf(*base, "--model-dir", str(tmp_path / "a"), *fast_flags(epochs="1"))
     assert first.returncode == 0, first.stderr[-2000:]
-    second = _imgclf(*base, "--model-dir", str(tmp_path / "b"), *_fast_flags(epochs="1", arch="resnet34"))
+    second = _imgclf(*base, "--model-dir", str(tmp_path / "b"), *fast_flags(epochs="1", arch="resnet34"))
     assert second.returncode == 2
     assert "holds a checkpoint of a different run" in second.stderr
 
@@ -179,7 +169,7 @@ def test_frozen_backbone_with_cached_features_trains_only_the_head(sample_data, 
         str(sample_data),
         "--model-dir",
         str(tmp_path / "model"),
-        *_fast_flags(**{"pretrained-weights": str(weights), "train-backbone": "false", "epochs": "2"}),
+        *fast_flags(**{"pretrained-weights": str(weights), "train-backbone": "false", "epochs": "2"}),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     trained = load_artifact(tmp_path / "model").model
@@ -201,7 +191,7 @@ def test_debugger_hook_writes_a_loss_series_smdebug_can_read(sample_data, tmp_pa
         "10",
         "--debug-eval-interval",
         "2",
-        *_fast_flags(epochs="2"),
+        *fast_flags(epochs="2"),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     from smdebug.trials import create_trial

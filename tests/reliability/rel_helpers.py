@@ -1,8 +1,4 @@
-"""Helpers the reliability tests share (fixtures stay in tests/conftest.py).
-
-Deliberately not a conftest.py: a second `conftest` module shadows tests/conftest.py for every
-`from conftest import ...` in the session. The root conftest's helpers are re-exported from here.
-"""
+"""Helpers the reliability tests share (fixtures stay in tests/conftest.py; the common ones in imgclf_testkit)."""
 
 from __future__ import annotations
 
@@ -15,40 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-
-
-def _root_conftest():
-    """tests/conftest.py by path: `from conftest import` resolves to whichever conftest.py pytest imported last
-    (tests/localmode and tests/integration/serving have their own), so it cannot be relied on."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_imgclf_tests_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-FAST_HYPERPARAMETERS = _root.FAST_HYPERPARAMETERS
-REPO = _root.REPO
-VENV_BIN = _root.VENV_BIN
-make_opt_ml = _root.make_opt_ml
-sagemaker_train = _root.sagemaker_train
+from imgclf_testkit import (  # noqa: F401  (re-exported for the reliability tests)
+    FAST_HYPERPARAMETERS,
+    REPO,
+    VENV_BIN,
+    fast_flags,
+    make_opt_ml,
+    sagemaker_train,
+)
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import loadgen  # noqa: E402,F401  (the benchmarks' load generator and server helpers, re-exported)
-
-
-def fast_flags(**overrides: str) -> list[str]:
-    """FAST_HYPERPARAMETERS as `imgclf train` flags (booleans as --x / --no-x)."""
-    flags = []
-    for key, value in {**FAST_HYPERPARAMETERS, **overrides}.items():
-        if value in ("true", "false"):
-            flags.append(f"--{key}" if value == "true" else f"--no-{key}")
-        else:
-            flags += [f"--{key}", value]
-    return flags
 
 
 def imgclf_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

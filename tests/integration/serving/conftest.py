@@ -10,18 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
+from imgclf_testkit import FAST_HYPERPARAMETERS
 from mms_helpers import Served
 
 # The trainer settings that fit the digits sample fast (random init, 32 px); 3 epochs reach ~85-98 %.
-TRAIN_SETTINGS = {
-    "pretrained-weights": "none",
-    "train-backbone": "true",
-    "augment": "false",
-    "image-size": "32",
-    "epochs": "3",
-    "batch-size": "32",
-    "lr": "0.003",
-}
+TRAIN_SETTINGS = FAST_HYPERPARAMETERS
 
 
 @pytest.fixture(scope="session")
