@@ -37,6 +37,10 @@ fi
 # The lock pins the runtime; test tools come from requirements-dev.txt.
 .venv/bin/pip install -q -c docker/constraints.txt -r docker/requirements-train.txt -r docker/requirements-serve.txt \
   -r requirements-dev.txt
+# multi-model-server's model-archiver and TorchServe's torch-model-archiver both install the module
+# `model_archiver`; pip's install order decides which wins. imgclf's server needs neither at run time, the
+# TorchServe test needs torch's: install it last so every fresh venv ends the same way.
+.venv/bin/pip install -q --no-deps --force-reinstall -c docker/constraints.txt torch-model-archiver
 .venv/bin/pip install -q --no-deps -e .
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
 
