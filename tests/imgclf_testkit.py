@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +41,20 @@ def fast_flags(**overrides: str) -> list[str]:
         else:
             flags += [f"--{key}", value]
     return flags
+
+
+def read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
+    """Lines of proc.stdout up to the first matching `pattern`; kills proc and fails if not seen in time."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"{pattern!r} not seen in time; output:\n{''.join(seen)[-3000:]}")
 
 
 def free_port() -> int:

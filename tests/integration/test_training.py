@@ -12,7 +12,15 @@ import time
 
 import pytest
 import torch
-from imgclf_testkit import FAST_HYPERPARAMETERS, VENV_BIN, fast_flags, free_port, make_opt_ml, sagemaker_train
+from imgclf_testkit import (
+    FAST_HYPERPARAMETERS,
+    VENV_BIN,
+    fast_flags,
+    free_port,
+    make_opt_ml,
+    read_until,
+    sagemaker_train,
+)
 
 from imgclf.metrics import METRIC_DEFINITIONS
 from imgclf.model import load_artifact
@@ -22,19 +30,6 @@ pytestmark = pytest.mark.integration
 
 def _imgclf(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([str(VENV_BIN / "imgclf"), *args], capture_output=True, text=True, timeout=timeout)
-
-
-def _read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if re.search(pattern, line):
-            return "".join(seen)
-    proc.kill()
-    raise AssertionError(f"{pattern!r} not seen in time; output:\n{''.join(seen)[-3000:]}")
 
 
 def test_cli_trains_the_embedded_sample_above_95_percent(sample_data, tmp_path):
@@ -100,7 +95,7 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes(sample_data, tmp_path):
     hps = {**FAST_HYPERPARAMETERS, "epochs": "4", "patience": "0"}
     base = make_opt_ml(tmp_path / "ml", {"train": sample_data / "train", "valid": sample_data / "valid"}, hps)
     proc = sagemaker_train(base)
-    _read_until(proc, r"^epoch=1 ", timeout=180)
+    read_until(proc, r"^epoch=1 ", timeout=180)
     time.sleep(1.0)  # now inside epoch 2
     stopped_at = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -136,7 +131,7 @@ def test_sigkill_mid_run_resumes_from_the_last_epoch_checkpoint(sample_data, tmp
     proc = subprocess.Popen(
         [str(VENV_BIN / "imgclf"), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
-    _read_until(proc, r"^epoch=2 ", timeout=240)
+    read_until(proc, r"^epoch=2 ", timeout=240)
     proc.kill()
     proc.wait()
     # A half-written newer checkpoint (killed during torch.save) must not stop the resume.

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from imgclf_testkit import (  # noqa: F401  (re-exported for the reliability tes
     VENV_BIN,
     fast_flags,
     make_opt_ml,
+    read_until,
     sagemaker_train,
 )
 
@@ -26,20 +26,6 @@ import loadgen  # noqa: E402,F401  (the benchmarks' load generator and server he
 
 def imgclf_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([str(VENV_BIN / "imgclf"), "train", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
-    """Lines of proc.stdout up to the first matching `pattern`; kills proc and fails if not seen in time."""
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if re.search(pattern, line):
-            return "".join(seen)
-    proc.kill()
-    raise AssertionError(f"{pattern!r} not seen in time; output:\n{''.join(seen)[-3000:]}")
 
 
 def small_sample(src: Path, dst: Path, per_class: int = 15) -> Path:
