@@ -175,6 +175,9 @@ class _Trainer:
         self.feature_cache = feature_cache if feature_cache is not None else {}
         self.use_amp = hp.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        # fp16 (GPUs without bf16, e.g. the seeds' T4 on ml.g4dn) needs loss scaling or small gradients underflow;
+        # disabled, the scaler passes everything through unchanged.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.workers = dataloader_workers(hp.num_workers, layout.procs_per_host)
 
         self.sets = _load_channels(hp, cfg)
@@ -343,8 +346,9 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 loss = self.criterion(self.step_module(x), y)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             total += loss.item() * len(y)
             count += len(y)
             t_end = time.perf_counter()
