@@ -35,7 +35,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # The lock pins the runtime; test tools come from requirements-dev.txt.
-.venv/bin/pip install -q -c docker/constraints.txt -r docker/requirements-train.txt -r docker/requirements-serve.txt \
+.venv/bin/pip install -q -c docker/constraints.txt -r docker/requirements.txt \
   -r requirements-dev.txt
 # multi-model-server's model-archiver and TorchServe's torch-model-archiver both install the module
 # `model_archiver`; pip's install order decides which wins. imgclf's server needs neither at run time, the

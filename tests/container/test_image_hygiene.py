@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,27 @@ def test_image_size_is_at_most_half_the_aws_dlc(images, role):
     size_mb = _config(images[role])["Size"] / 1e6
     print(f"\n{images[role]}: {size_mb:,.0f} MB (AWS PyTorch DLC GPU {role}: {DLC_MB[role]:,} MB)")
     assert size_mb <= DLC_MB[role] / 2
+
+
+def _megabytes(human: str) -> float:
+    """docker's decimal sizes ("6.41GB", "116.6MB", "0B") in MB."""
+    number, unit = re.fullmatch(r"([\d.]+)\s*([kMGT]?B)", human).groups()
+    return float(number) * {"B": 1e-6, "kB": 1e-3, "MB": 1, "GB": 1e3, "TB": 1e6}[unit]
+
+
+def test_the_two_images_share_the_venv_layer(images):
+    """Built from the Dockerfiles' shared block, both images hold the same layers up to the venv: on disk and in a
+    registry torch is stored once, and the two images together take little more than one."""
+    layers = {role: _config(images[role])["RootFS"]["Layers"] for role in ("train", "serve")}
+    common = next((i for i, (a, b) in enumerate(zip(layers["train"], layers["serve"], strict=False)) if a != b), None)
+    assert common is not None and common >= 3, layers  # base, python3 + tini, the venv
+    df = json.loads(sm.docker("system", "df", "-v", "--format", "{{json .Images}}").stdout)
+    for role in ("train", "serve"):
+        repo, tag = images[role].rsplit(":", 1)
+        row = next(r for r in df if r["Repository"] == repo and r["Tag"] == tag)
+        shared, size = _megabytes(row["SharedSize"]), _megabytes(row["Size"])
+        print(f"\n{images[role]}: {size:,.0f} MB, of which {shared:,.0f} MB shared, {common} layers in common")
+        assert shared >= 0.85 * size, row
 
 
 def test_serve_image_carries_java_and_the_gated_front_end(images):

@@ -1,0 +1,28 @@
+"""The two Dockerfiles keep their shared block identical: that is what makes BuildKit build it once and the two
+images share the venv layer (checked on real images in tests/container/test_image_hygiene.py)."""
+
+import re
+
+import pytest
+from imgclf_testkit import REPO
+
+pytestmark = pytest.mark.unit
+
+
+def shared_block(role: str) -> str:
+    text = (REPO / f"Dockerfile.{role}").read_text()
+    found = re.search(r"^# >>> shared.*?^# <<< shared$", text, flags=re.S | re.M)
+    assert found, f"Dockerfile.{role} has no '# >>> shared' ... '# <<< shared' block"
+    return found.group(0)
+
+
+def base_image_default(role: str) -> str:
+    return re.search(r"^ARG BASE_IMAGE=(\S+)$", (REPO / f"Dockerfile.{role}").read_text(), flags=re.M).group(1)
+
+
+def test_train_and_serve_share_the_builder_and_the_venv_layer():
+    assert shared_block("train") == shared_block("serve")
+    assert base_image_default("train") == base_image_default("serve")
+    block = shared_block("train")
+    assert block.rstrip().splitlines()[-2] == "COPY --from=builder /opt/venv /opt/venv"
+    assert "docker/requirements.txt" in block  # one requirements list, so one venv
