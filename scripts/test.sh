@@ -5,9 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Free disk decides whether the image builds fit (~7 GB of images, ~7 GB of build cache at the peak, 3 GB of
+# wheels, ~6 GB of the venv): say it up front and at the end, so a "no space left" failure explains itself.
+disk_free() { echo "test.sh: free disk $1: $(df -h --output=avail . | tail -n 1 | tr -d ' ') here," \
+  "$(df -h --output=avail /var/lib/docker 2>/dev/null | tail -n 1 | tr -d ' ') for docker"; }
+disk_free "before set-up"
 bash scripts/setup.sh --docker
-# Containers, networks and build cache the tests leave behind go, pass or fail (the images stay for reuse).
-trap 'bash scripts/clean_docker.sh >/dev/null 2>&1 || true' EXIT
+# Containers, networks and build cache a killed run left, and those the tests leave, go (the images stay for reuse).
+bash scripts/clean_docker.sh >/dev/null
+trap 'bash scripts/clean_docker.sh >/dev/null 2>&1 || true; disk_free "at the end"' EXIT
+disk_free "after set-up"
 bash scripts/sdk_venvs.sh   # SageMaker SDK v2 and v3 venvs for the local-mode tier (one distribution name)
 .venv/bin/ruff check src tests examples benchmarks
 .venv/bin/ruff format --check src tests examples benchmarks
