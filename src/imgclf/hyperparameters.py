@@ -113,7 +113,14 @@ SPEC: tuple[Param, ...] = (
         "'imagenet' (torchvision download or TORCH_HOME cache), a local .pth path (e.g. baked into the "
         "image for network-isolated jobs), or 'none' for random init.",
     ),
-    Param("augment", bool, True, "Random crop + horizontal flip on training images."),
+    Param(
+        "augment",
+        bool,
+        "auto",
+        "Random crop + horizontal flip on training images. auto: on when fine-tuning (train-backbone), off "
+        "with a frozen backbone, whose features are then computed once and cached (a linear head gains little "
+        "from augmentation; epochs cost seconds instead of a full backbone pass).",
+    ),
     Param(
         "cache-features",
         bool,
@@ -198,6 +205,7 @@ def _is_sagemaker_internal(raw: str) -> bool:
 
 
 _TRUE = {"true", "1", "yes", "y", "on"}
+AUTO = "auto"  # a bool whose default is "auto" also takes "auto": decided from other settings (see its help)
 _FALSE = {"false", "0", "no", "n", "off"}
 
 
@@ -214,6 +222,8 @@ def parse_value(param: Param, value: Any) -> Any:
         if param.type is bool:
             if isinstance(text, bool):
                 result = text
+            elif param.default == AUTO and str(text).lower() == AUTO:
+                result = AUTO
             elif str(text).lower() in _TRUE:
                 result = True
             elif str(text).lower() in _FALSE:
@@ -280,7 +290,7 @@ class Hyperparameters:
         out = {}
         for p in SPEC:
             v = self.values[p.attr]
-            out[p.name] = json.dumps(v) if p.type is bool else str(v)
+            out[p.name] = json.dumps(v) if isinstance(v, bool) else str(v)
         return out
 
     @classmethod
@@ -372,7 +382,7 @@ def markdown_table() -> str:
             rng = f"{p.tuning.low}–{p.tuning.high}"
         elif isinstance(p.tuning, Categorical):
             rng = "{" + ", ".join(map(str, p.tuning.values)) + "}"
-        default = json.dumps(p.default) if p.type is bool else p.default
+        default = json.dumps(p.default) if isinstance(p.default, bool) else p.default
         names = " / ".join(f"`{n}`" for n in (p.name, *p.aliases))
         rows.append(f"| {names} | {p.type.__name__} | `{default}` | {rng} | {p.help} |")
     return "\n".join(rows)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from imgclf import checkpoints, data, debugger, distributed, evaluation, formats, metrics
 from imgclf.errors import TrainingInterrupted, UserError
-from imgclf.hyperparameters import Hyperparameters
+from imgclf.hyperparameters import AUTO, Hyperparameters
 from imgclf.model import ModelMeta, build_model, head, headless, save_artifact, writing_to
 
 log = logging.getLogger(__name__)
@@ -186,9 +186,17 @@ class _Trainer:
             hp.arch, len(self.sets.classes), hp.pretrained_weights, model_kwargs=dict(self.meta.model_kwargs)
         )
         _check_input_size(self.model, hp.arch, hp.image_size)
+        # augment "auto": only when fine-tuning; a frozen backbone then gets the cached-feature path below.
+        self.augment = hp.train_backbone if hp.augment == AUTO else hp.augment
         # Cached features need a Linear head that is the network's last step (all but squeezenet's conv head).
         self.cached = (
-            not hp.train_backbone and not hp.augment and hp.cache_features and isinstance(head(self.model), nn.Linear)
+            not hp.train_backbone and not self.augment and hp.cache_features and isinstance(head(self.model), nn.Linear)
+        )
+        log.info(
+            "augment %s, backbone %s, %s",
+            "on" if self.augment else "off",
+            "fine-tuned" if hp.train_backbone else "frozen",
+            "cached features" if self.cached else "backbone runs every epoch",
         )
         for p in self.model.parameters():
             p.requires_grad = hp.train_backbone
@@ -229,7 +237,7 @@ class _Trainer:
         return WeightedRandomSampler(weights, n, replacement=True, generator=generator)
 
     def _image_loader(self, samples, train: bool, distributed_shard: bool, split: str = "train") -> DataLoader:
-        transform = data.train_transform(self.meta, self.hp.augment) if train else data.eval_transform(self.meta)
+        transform = data.train_transform(self.meta, self.augment) if train else data.eval_transform(self.meta)
         reader = (self.sets.readers or {}).get(split)
         dataset = data.ImageDataset(samples, transform, reader)
         sampler = None

@@ -65,3 +65,13 @@ def test_readme_hyperparameter_table_matches_the_spec():
     assert table.group(1).strip() == markdown_table().strip(), (
         "regenerate: python -c 'from imgclf.hyperparameters import markdown_table as t; print(t())'"
     )
+
+
+def test_augment_is_auto_by_default_and_takes_true_false_or_auto():
+    assert defaults().augment == "auto"
+    for given, typed in (("true", True), ("false", False), ("AUTO", "auto"), ('"auto"', "auto"), (False, False)):
+        hp = Hyperparameters.from_mapping({"augment": given})
+        assert hp.augment == typed
+        assert Hyperparameters.from_mapping(hp.to_sagemaker()) == hp
+    with pytest.raises(UserError, match="train-backbone"):
+        Hyperparameters.from_mapping({"train-backbone": "auto"})  # only a bool whose default is auto takes it
