@@ -311,15 +311,21 @@ class LocalTuner:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             # The trainer prints its metric lines on stdout; keep them in trials.log, not between progress bars.
+            # Enqueued trials (the defaults baseline) run alone first: two of optuna's threads can pop the same
+            # enqueued trial from an SQLite study, which then runs twice and counts as two, losing a trial.
+            waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in study.trials)
+            alone = min(waiting, remaining) if self.jobs > 1 else 0
             with open(self.out / "trials.log", "a") as sink, contextlib.redirect_stdout(sink):
-                study.optimize(
-                    self.objective_fn,
-                    n_trials=remaining,
-                    n_jobs=self.jobs,
-                    show_progress_bar=True,
-                    catch=(),
-                    gc_after_trial=False,
-                )
+                for n_trials, n_jobs in ((alone, 1), (remaining - alone, self.jobs)):
+                    if n_trials:
+                        study.optimize(
+                            self.objective_fn,
+                            n_trials=n_trials,
+                            n_jobs=n_jobs,
+                            show_progress_bar=True,
+                            catch=(),
+                            gc_after_trial=False,
+                        )
         finally:
             torch.set_num_threads(threads)
             pkg_log.setLevel(level)

@@ -27,7 +27,7 @@ def _tune(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 def test_tune_writes_sagemaker_hyperparameters_resumes_and_retrains_the_best(sample_data, tmp_path):
     out = tmp_path / "tune"
     first = _tune(
-        "--data", str(sample_data), "--trials", "3", "--jobs", "1", "--out", str(out), "--tune", "lr", "--epochs", "3"
+        "--data", str(sample_data), "--trials", "3", "--jobs", "2", "--out", str(out), "--tune", "lr", "--epochs", "3"
     )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "defaults (trial 0)" in first.stdout and "best trial" in first.stdout
