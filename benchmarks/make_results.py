@@ -109,6 +109,34 @@ def serve_section(doc: dict) -> list[str]:
     return out
 
 
+def tune_section(doc: dict) -> list[str]:
+    s = doc["settings"]
+    out = ["## Tuning: N seed-style training runs vs `imgclf tune` with N trials", "", *_env_lines(doc["environment"])]
+    out += [
+        f"- {s['trials']} trials each, {s['space']}; {s['epochs']} epochs, batch {s['batch_size']}, "
+        f"{s['image_size']} px, {s['images']['train']} train / {s['images']['valid']} valid images, "
+        f"backbone weights `{s['weights']}`, seed {s['seed']}",
+        "",
+        "| side | wall s | seconds per trial | best valid accuracy | trials (lr → valid accuracy) |",
+        "|---|---|---|---|---|",
+    ]
+    for side in ("seed_style", "imgclf_tune"):
+        d = doc[side]
+        seconds = [t["seconds"] for t in d["trials"] if t.get("seconds") is not None]
+        trials = ", ".join(
+            f"{t['lr']:.3g} → {_f(t['valid_accuracy'], 3)}" + (" (pruned)" if t.get("state") == "PRUNED" else "")
+            for t in d["trials"]
+        )
+        out.append(
+            f"| {side} | {_f(d['wall_seconds'], 1)} | {_f(sum(seconds) / max(len(seconds), 1), 1)} | "
+            f"{_f(doc['best_valid_accuracy'][side], 4)} | {trials} |"
+        )
+    out += ["", "| ratio | value |", "|---|---|"]
+    out += [f"| {k} | {_f(v, 3)} |" for k, v in doc["ratios"].items()]
+    out.append("")
+    return out
+
+
 def verdicts(train: dict | None, serve: dict | None) -> list[str]:
     out = ["## Targets", ""]
     for name, doc in (("training", train), ("serving", serve)):
@@ -123,7 +151,7 @@ def verdicts(train: dict | None, serve: dict | None) -> list[str]:
     out += ["| target | measured | met |", "|---|---|---|"]
     if train:
         r = train["ratios"]
-        for mode in ("imgclf", "imgclf_cached"):
+        for mode in ("imgclf", "imgclf_augment"):
             sp, acc = r.get(f"{mode}_speedup_from_epoch_2"), r.get(f"{mode}_accuracy_delta")
             if sp is None:
                 continue
@@ -155,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         p = args.results / name
         return json.loads(p.read_text()) if p.exists() else None
 
-    train, serve, gpu = load("train.json"), load("serve.json"), load("train-gpu.json")
+    train, serve, gpu, tune = load("train.json"), load("serve.json"), load("train-gpu.json"), load("tune.json")
     lines = [
         "# imgclf benchmark results",
         "",
@@ -166,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines += verdicts(train, serve)
     if train:
-        lines += train_section(train, "Training: seed-style loop vs imgclf vs cached features")
+        lines += train_section(train, "Training: seed-style loop vs imgclf (defaults) vs imgclf with augmentation")
+    if tune:
+        lines += tune_section(tune)
     if gpu:
         lines += train_section(gpu, f"Training on GPU ({gpu['environment'].get('device_name')})")
     if serve:

@@ -2,7 +2,7 @@
 # One command: every benchmark, then benchmarks/RESULTS.md from the JSON they write (benchmarks/results/).
 #   bash benchmarks/run.sh            # training (~10 min on 2 busy cores, +~5 min the first time to generate
 #                                     # the stand-in backbone weights) and serving (~5 min)
-#   bash benchmarks/run.sh train      # only one of them: train | serve | results
+#   bash benchmarks/run.sh train      # only one of them: train | tune | serve | results
 # Loopback only; servers run one at a time and are stopped (process group) when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ what=${1:-all}
 mkdir -p benchmarks/results
 if [[ $what == all || $what == train ]]; then
   "$PY" benchmarks/train_bench.py --rounds 2 --out benchmarks/results/train.json
+fi
+if [[ $what == all || $what == tune ]]; then
+  "$PY" benchmarks/tune_bench.py --trials 4 --out benchmarks/results/tune.json
 fi
 if [[ $what == all || $what == serve ]]; then
   "$PY" benchmarks/serve_bench.py --out benchmarks/results/serve.json
