@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One command: every benchmark, then benchmarks/RESULTS.md from the JSON they write (benchmarks/results/).
-#   bash benchmarks/run.sh            # training (~10 min on 2 busy cores, +~5 min the first time to generate
-#                                     # the stand-in backbone weights) and serving (~5 min)
+#   bash benchmarks/run.sh            # training, tuning and serving: ~8 min on 2 quiet cores (+~6 min the
+#                                     # first time to generate the stand-in backbone weights)
 #   bash benchmarks/run.sh train      # only one of them: train | tune | serve | results
 # Loopback only; servers run one at a time and are stopped (process group) when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
+[ -n "${PYTHON:-}" ] || [ -x .venv/bin/python ] || bash scripts/setup.sh   # a fresh clone: the venv first
 what=${1:-all}
 mkdir -p benchmarks/results
 if [[ $what == all || $what == train ]]; then
