@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command: every benchmark, then benchmarks/RESULTS.md from the JSON they write (benchmarks/results/).
-#   bash benchmarks/run.sh            # training, tuning and serving: ~8 min on 2 quiet cores (+~6 min the
+#   bash benchmarks/run.sh            # training, tuning and serving: ~8 min on 2 quiet cores (+~2.5 min the
 #                                     # first time to generate the stand-in backbone weights)
 #   bash benchmarks/run.sh train      # only one of them: train | tune | serve | results
 # Loopback only; servers run one at a time and are stopped (process group) when done.
