@@ -366,9 +366,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def given_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The hyperparameter flags the user actually gave ({kebab name: value}); the rest keep their defaults."""
+    return {p.name: getattr(args, p.attr) for p in SPEC if getattr(args, p.attr, None) is not None}
+
+
 def from_arguments(args: argparse.Namespace) -> Hyperparameters:
-    given = {p.name: getattr(args, p.attr) for p in SPEC if getattr(args, p.attr, None) is not None}
-    return Hyperparameters.from_mapping(given)
+    return Hyperparameters.from_mapping(given_arguments(args))
 
 
 def markdown_table() -> str:

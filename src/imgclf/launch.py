@@ -703,7 +703,7 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 def _given_hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
-    return {p.name: getattr(args, p.attr) for p in hp_spec.SPEC if getattr(args, p.attr, None) is not None}
+    return hp_spec.given_arguments(args)
 
 
 def _inputs(args: argparse.Namespace, target: Target, sess) -> dict[str, str]:

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--tune: {', '.join(sorted(unknown))} has no tuning range; tunable: "
                             f"{', '.join(p.name for p in params)}.")  # fmt: skip
         params = [p for p in params if p.name in wanted]
-    fixed = {p.name: getattr(args, p.attr) for p in SPEC if getattr(args, p.attr, None) is not None}
+    fixed = hpmod.given_arguments(args)
     clash = sorted(set(fixed) & {p.name for p in params})
     if clash:
         raise UserError(
