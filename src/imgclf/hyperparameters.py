@@ -375,17 +375,39 @@ def from_arguments(args: argparse.Namespace) -> Hyperparameters:
     return Hyperparameters.from_mapping(given_arguments(args))
 
 
+def tuning_ranges() -> dict[str, dict[str, Any]]:
+    """SPEC's tuning ranges as plain data: the one mapping the local tuner, the SageMaker tuner and the README use.
+
+    {"lr": {"type": "Continuous", "min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
+     "batch-size": {"type": "Categorical", "values": ["8", ...]}, "epochs": {"type": "Integer", ...}}
+    `scaling` is SageMaker's ScalingType: Logarithmic where the spec says log, else Linear (never "Auto", which lets
+    SageMaker pick a scale the local tuner would not use).
+    """
+    ranges: dict[str, dict[str, Any]] = {}
+    for p in SPEC:
+        t = p.tuning
+        if isinstance(t, Continuous):
+            scaling = "Logarithmic" if t.log else "Linear"
+            ranges[p.name] = {"type": "Continuous", "min": t.low, "max": t.high, "scaling": scaling}
+        elif isinstance(t, Integer):
+            ranges[p.name] = {"type": "Integer", "min": t.low, "max": t.high, "scaling": "Linear"}
+        elif isinstance(t, Categorical):
+            ranges[p.name] = {"type": "Categorical", "values": [str(v) for v in t.values]}
+    return ranges
+
+
+def _range_text(r: dict[str, Any]) -> str:
+    if r["type"] == "Categorical":
+        return "{" + ", ".join(r["values"]) + "}"
+    return f"{r['min']}–{r['max']}" + (" (log)" if r["scaling"] == "Logarithmic" else "")
+
+
 def markdown_table() -> str:
     """The README's hyperparameter table (a unit test keeps README in step with SPEC)."""
+    ranges = tuning_ranges()
     rows = ["| name | type | default | tuning range | meaning |", "|---|---|---|---|---|"]
     for p in SPEC:
-        rng = ""
-        if isinstance(p.tuning, Continuous):
-            rng = f"{p.tuning.low}–{p.tuning.high}" + (" (log)" if p.tuning.log else "")
-        elif isinstance(p.tuning, Integer):
-            rng = f"{p.tuning.low}–{p.tuning.high}"
-        elif isinstance(p.tuning, Categorical):
-            rng = "{" + ", ".join(map(str, p.tuning.values)) + "}"
+        rng = _range_text(ranges[p.name]) if p.name in ranges else ""
         default = json.dumps(p.default) if isinstance(p.default, bool) else p.default
         names = " / ".join(f"`{n}`" for n in (p.name, *p.aliases))
         rows.append(f"| {names} | {p.type.__name__} | `{default}` | {rng} | {p.help} |")

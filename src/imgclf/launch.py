@@ -30,7 +30,8 @@ from typing import Any
 
 from imgclf import hyperparameters as hp_spec
 from imgclf.errors import UserError
-from imgclf.metrics import METRIC_DEFINITIONS
+from imgclf.diagnostics import DEBUGGER_RULES, PROFILER_RULES
+from imgclf.metrics import METRIC_DEFINITIONS, OBJECTIVES
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,6 @@ BUCKET_ENV = "IMGCLF_SAGEMAKER_BUCKET"
 # Local mode never calls IAM; the SDK still insists on a role string.
 LOCAL_ROLE = "arn:aws:iam::111111111111:role/imgclf-local-mode"
 
-# The tuner objective: name (a METRIC_DEFINITIONS entry) -> direction.
-OBJECTIVES = {"valid_accuracy": "Maximize", "valid_loss": "Minimize"}
-
-# The seeds' Debugger and profiler rules (sagemaker.debugger.rule_configs function names).
-DEBUGGER_RULES = ("loss_not_decreasing", "vanishing_gradient", "overfit", "overtraining", "poor_weight_initialization")
-PROFILER_RULES = ("LowGPUUtilization", "ProfilerReport")
 PROFILER_INTERVAL_MS = 500
 
 JPEG = "image/jpeg"
@@ -75,29 +70,6 @@ def job_hyperparameters(given: Mapping[str, Any] | None = None) -> dict[str, str
     as_strings = typed.to_sagemaker()
     names = {hp_spec.BY_NAME[hp_spec.canonical_name(k)].name for k in given}
     return {p.name: as_strings[p.name] for p in hp_spec.SPEC if p.name in names}
-
-
-def tuning_ranges() -> dict[str, dict[str, Any]]:
-    """SPEC's tuning ranges as plain data, keyed by hyperparameter name (kebab, what the trainer reads).
-
-    {"lr": {"type": "Continuous", "min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
-     "batch-size": {"type": "Categorical", "values": ["8", ...]}, "epochs": {"type": "Integer", ...}}
-    """
-    ranges: dict[str, dict[str, Any]] = {}
-    for p in hp_spec.SPEC:
-        t = p.tuning
-        if isinstance(t, hp_spec.Continuous):
-            ranges[p.name] = {
-                "type": "Continuous",
-                "min": t.low,
-                "max": t.high,
-                "scaling": "Logarithmic" if t.log else "Auto",
-            }
-        elif isinstance(t, hp_spec.Integer):
-            ranges[p.name] = {"type": "Integer", "min": t.low, "max": t.high, "scaling": "Auto"}
-        elif isinstance(t, hp_spec.Categorical):
-            ranges[p.name] = {"type": "Categorical", "values": [str(v) for v in t.values]}
-    return ranges
 
 
 def objective(metric: str) -> tuple[str, str]:
@@ -412,7 +384,7 @@ def build_tuner(
     from sagemaker.tuner import CategoricalParameter, ContinuousParameter, HyperparameterTuner, IntegerParameter
 
     ranges = {}
-    for name, r in tuning_ranges().items():
+    for name, r in hp_spec.tuning_ranges().items():
         if r["type"] == "Continuous":
             ranges[name] = ContinuousParameter(r["min"], r["max"], scaling_type=r["scaling"])
         elif r["type"] == "Integer":

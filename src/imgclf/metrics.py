@@ -34,6 +34,11 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
 ]
 
 
+# Tuner objectives, one table for the local and the SageMaker tuner: metric name -> SageMaker's objective type
+# (Optuna's direction is the same word in lower case).
+OBJECTIVES = {"valid_accuracy": "Maximize", "valid_loss": "Minimize"}
+
+
 def format_line(values: Mapping[str, float | int]) -> str:
     parts = []
     for key, value in values.items():

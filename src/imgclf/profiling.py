@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from imgclf import system
+
 log = logging.getLogger(__name__)
 
 PROFILE_FILE = "profile.json"
@@ -246,7 +248,7 @@ class Profiler:
             "started": self._t0,
             "duration_s": round(time.time() - self._t0, 3),
             "host": {
-                "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+                "cpus": system.cpu_count(),
                 "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
                 "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             },

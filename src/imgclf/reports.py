@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from imgclf.diagnostics import DEBUGGER_RULES
 from imgclf.errors import UserError
 
 
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     debug.add_argument("--out", type=Path, help="Report directory (default: PATH-report next to a local PATH).")
     debug.add_argument(
         "--rules",
-        default="loss_not_decreasing,vanishing_gradient,overfit,overtraining,poor_weight_initialization",
+        default=",".join(DEBUGGER_RULES),
         help="Comma-separated rules to run (default: all five).",
     )
     debug.add_argument(

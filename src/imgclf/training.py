@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
 from tqdm import tqdm
 
+from imgclf import system
 from imgclf import checkpoints, data, debugger, distributed, evaluation, formats, metrics
 from imgclf.errors import TrainingInterrupted, UserError
 from imgclf.hyperparameters import AUTO, Hyperparameters
@@ -88,7 +89,7 @@ def dataloader_workers(requested: int, procs_per_host: int) -> int:
     """-1: leave a core to the training process, at most 8 per process (the seeds used 1 and starved the GPU)."""
     if requested >= 0:
         return requested
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = system.cpu_count()
     per_proc = max(1, cpus // procs_per_host)
     return min(8, per_proc - 1) if per_proc > 1 else 0
 

@@ -29,13 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from imgclf import system
 from imgclf import hyperparameters as hpmod
 from imgclf.errors import UserError
+from imgclf.metrics import OBJECTIVES
 from imgclf.hyperparameters import SPEC, Categorical, Continuous, Integer, Param
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = {"valid_accuracy": "maximize", "valid_loss": "minimize"}
 STUDY_NAME = "imgclf"
 
 
@@ -44,38 +45,6 @@ STUDY_NAME = "imgclf"
 
 def tunable() -> list[Param]:
     return [p for p in SPEC if p.tuning is not None]
-
-
-def sagemaker_ranges() -> dict[str, tuple]:
-    """Plain data for a SageMaker HyperparameterTuner: {name: ("Continuous", low, high, scaling) |
-    ("Integer", low, high, scaling) | ("Categorical", [values])}; scaling is SageMaker's ScalingType."""
-    out: dict[str, tuple] = {}
-    for p in tunable():
-        t = p.tuning
-        if isinstance(t, Continuous):
-            out[p.name] = ("Continuous", t.low, t.high, "Logarithmic" if t.log else "Linear")
-        elif isinstance(t, Integer):
-            out[p.name] = ("Integer", t.low, t.high, "Auto")
-        elif isinstance(t, Categorical):
-            out[p.name] = ("Categorical", [str(v) for v in t.values])
-    return out
-
-
-def sagemaker_parameter_ranges() -> dict[str, Any]:
-    """The same ranges as SageMaker SDK objects (needs the `sagemaker` SDK)."""
-    try:
-        from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
-    except ImportError as exc:
-        raise UserError("The SageMaker Python SDK is not installed (pip install 'sagemaker<3').") from exc
-    out: dict[str, Any] = {}
-    for name, spec in sagemaker_ranges().items():
-        if spec[0] == "Continuous":
-            out[name] = ContinuousParameter(spec[1], spec[2], scaling_type=spec[3])
-        elif spec[0] == "Integer":
-            out[name] = IntegerParameter(spec[1], spec[2], scaling_type=spec[3])
-        else:
-            out[name] = CategoricalParameter(spec[1])
-    return out
 
 
 def suggest(trial, params: list[Param]) -> dict[str, Any]:
@@ -141,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     db = args.study_db or out / "study.db"
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = system.cpu_count()
     jobs = max(1, min(args.jobs, cpus))
     if jobs < args.jobs:
         print(f"--jobs {args.jobs} capped at {jobs}: this host has {cpus} CPU(s)", flush=True)
@@ -225,7 +194,7 @@ class LocalTuner:
             study_name=STUDY_NAME,
             storage=self.storage,
             load_if_exists=True,
-            direction=OBJECTIVES[self.objective],
+            direction=OBJECTIVES[self.objective].lower(),
             sampler=sampler,
             pruner=pruner,
         )

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from imgclf import hyperparameters as hp
 from imgclf.errors import UserError
 from imgclf.hyperparameters import SPEC, Hyperparameters, defaults, markdown_table
 
@@ -75,3 +76,15 @@ def test_augment_is_auto_by_default_and_takes_true_false_or_auto():
         assert Hyperparameters.from_mapping(hp.to_sagemaker()) == hp
     with pytest.raises(UserError, match="train-backbone"):
         Hyperparameters.from_mapping({"train-backbone": "auto"})  # only a bool whose default is auto takes it
+
+
+def test_one_range_mapping_for_both_tuners_linear_continuous_is_linear(monkeypatch):
+    """tuning_ranges() is the only spec -> range mapping: SageMaker's tuner, the local tuner and README read it."""
+    ranges = hp.tuning_ranges()
+    assert set(ranges) == {p.name for p in hp.SPEC if p.tuning is not None} == {"lr", "batch-size", "epochs"}
+    assert ranges["lr"] == {"type": "Continuous", "min": 0.001, "max": 0.1, "scaling": "Logarithmic"}
+    assert ranges["epochs"] == {"type": "Integer", "min": 2, "max": 10, "scaling": "Linear"}
+    assert ranges["batch-size"]["values"] == ["8", "16", "32", "64", "128", "256", "512"]
+    linear = hp.Param("momentum", float, 0.9, "test only", tuning=hp.Continuous(0.5, 0.99))
+    monkeypatch.setattr(hp, "SPEC", (*hp.SPEC, linear))
+    assert hp.tuning_ranges()["momentum"]["scaling"] == "Linear"

@@ -12,7 +12,8 @@ import pytest
 from imgclf import cli, launch
 from imgclf.errors import UserError
 from imgclf.hyperparameters import SPEC, Categorical, Continuous, Hyperparameters, Integer
-from imgclf.metrics import METRIC_DEFINITIONS
+from imgclf.diagnostics import DEBUGGER_RULES, PROFILER_RULES
+from imgclf.metrics import METRIC_DEFINITIONS, OBJECTIVES
 
 pytestmark = pytest.mark.unit
 
@@ -55,24 +56,10 @@ def test_job_hyperparameters_are_validated_strings_of_only_the_given_values():
         launch.job_hyperparameters({"batch-size": "big"})
 
 
-def test_tuning_ranges_are_the_specs_ranges_and_nothing_else():
-    ranges = launch.tuning_ranges()
-    tuned = {p.name: p.tuning for p in SPEC if p.tuning is not None}
-    assert set(ranges) == set(tuned) == {"lr", "batch-size", "epochs"}
-    for name, t in tuned.items():
-        r = ranges[name]
-        if isinstance(t, Continuous):
-            assert r == {"type": "Continuous", "min": t.low, "max": t.high, "scaling": "Logarithmic"}
-        elif isinstance(t, Integer):
-            assert r == {"type": "Integer", "min": t.low, "max": t.high, "scaling": "Auto"}
-        elif isinstance(t, Categorical):
-            assert r == {"type": "Categorical", "values": [str(v) for v in t.values]}
-
-
 def test_objective_directions_and_unknown_objective():
     assert launch.objective("valid_accuracy") == ("valid_accuracy", "Maximize")
     assert launch.objective("valid_loss") == ("valid_loss", "Minimize")
-    assert {d["Name"] for d in METRIC_DEFINITIONS} >= set(launch.OBJECTIVES)
+    assert {d["Name"] for d in METRIC_DEFINITIONS} >= set(OBJECTIVES)
     with pytest.raises(UserError, match="valid_accuracy"):
         launch.objective("test_accuracy")
 
@@ -84,14 +71,14 @@ def test_debugger_collections_follow_the_debug_hyperparameters():
 
 
 def test_seed_rules_and_profiler_interval():
-    assert launch.DEBUGGER_RULES == (
+    assert DEBUGGER_RULES == (
         "loss_not_decreasing",
         "vanishing_gradient",
         "overfit",
         "overtraining",
         "poor_weight_initialization",
     )
-    assert launch.PROFILER_RULES == ("LowGPUUtilization", "ProfilerReport")
+    assert PROFILER_RULES == ("LowGPUUtilization", "ProfilerReport")
     assert launch.PROFILER_INTERVAL_MS == 500
 
 

@@ -11,26 +11,6 @@ from imgclf.hyperparameters import SPEC, Categorical, Continuous, Integer
 pytestmark = pytest.mark.unit
 
 
-def test_sagemaker_ranges_are_generated_from_the_spec():
-    ranges = tuning.sagemaker_ranges()
-    assert set(ranges) == {p.name for p in SPEC if p.tuning is not None}
-    for p in SPEC:
-        if isinstance(p.tuning, Continuous):
-            assert ranges[p.name] == (
-                "Continuous",
-                p.tuning.low,
-                p.tuning.high,
-                "Logarithmic" if p.tuning.log else "Linear",
-            )
-        elif isinstance(p.tuning, Integer):
-            assert ranges[p.name] == ("Integer", p.tuning.low, p.tuning.high, "Auto")
-        elif isinstance(p.tuning, Categorical):
-            assert ranges[p.name] == ("Categorical", [str(v) for v in p.tuning.values])
-    # the seeds' tuner: lr Continuous(0.001, 0.1), batch size from 8..512, epochs Integer(2, 10)
-    assert ranges["lr"][:3] == ("Continuous", 0.001, 0.1)
-    assert ranges["epochs"][:3] == ("Integer", 2, 10)
-
-
 def test_optuna_suggestions_stay_inside_the_spec_ranges():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(30):

@@ -28,6 +28,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgclf.system import cpu_count, gpu_count, memory_mb  # noqa: F401 (re-exported for the server)
+
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any real photo; a 20,000 x 20,000 bomb is 400 MP
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time invocation limit
@@ -46,38 +48,6 @@ def _int_env(name: str, default: int, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{name}={value} must be >= {minimum}")
     return value
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def memory_mb() -> int:
-    """Memory this process may use: the cgroup limit inside a container, else the machine's total."""
-    limits = []
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            raw = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if raw.isdigit() and int(raw) < 1 << 60:
-            limits.append(int(raw) // (1 << 20))
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
-    return min([total, *limits])
-
-
-def gpu_count() -> int:
-    """NVIDIA devices visible to this process, without importing torch (the serve process stays small)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return 0
 
 
 def worker_memory_mb(model_dir: str | Path | None) -> int:

@@ -1,4 +1,5 @@
-"""`imgclf <command>`: each command lives in the module that owns its concern.
+"""`imgclf <command>`: one thin module per command in this package (parse arguments, call the library, map errors
+to exit codes).
 
 A command module exposes `add_arguments(parser)` and `run(args) -> int`; it is imported only when used, so
 `imgclf predict` does not pay for importing the trainer (or need smdebug installed).
@@ -16,23 +17,23 @@ from imgclf.errors import UserError
 
 COMMANDS = {
     "sample-data": (
-        "imgclf.commands.sample_data",
+        "imgclf.cli.sample_data",
         "Write the embedded digits sample as ImageFolder train/valid/test.",
     ),
     "train": (
-        "imgclf.commands.train",
+        "imgclf.cli.train",
         "Train on an ImageFolder directory (or the SageMaker /opt/ml contract).",
     ),
-    "serve": ("imgclf.serving.server", "Serve a model directory over the SageMaker HTTP contract (MMS)."),
-    "predict": ("imgclf.client", "Classify images with a running endpoint (local URL or SageMaker)."),
+    "serve": ("imgclf.cli.serve", "Serve a model directory over the SageMaker HTTP contract (MMS)."),
+    "predict": ("imgclf.cli.predict", "Classify images with a running endpoint (local URL or SageMaker)."),
     "tune": (
-        "imgclf.tuning",
+        "imgclf.cli.tune",
         "Local hyperparameter search (Optuna) over the same space as the SageMaker tuner.",
     ),
-    "report": ("imgclf.reports", "Debugger-rule and profiler reports from a run's output."),
-    "sagemaker": ("imgclf.launch", "Launch training, tuning, endpoints and batch transform on SageMaker."),
+    "report": ("imgclf.cli.report", "Debugger-rule and profiler reports from a run's output."),
+    "sagemaker": ("imgclf.cli.sagemaker", "Launch training, tuning, endpoints and batch transform on SageMaker."),
     "metric-definitions": (
-        "imgclf.commands.metric_definitions",
+        "imgclf.cli.metric_definitions",
         "Print the SageMaker metric_definitions JSON.",
     ),
 }
