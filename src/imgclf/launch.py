@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from imgclf import hyperparameters as hp_spec
-from imgclf.errors import UserError
 from imgclf.diagnostics import DEBUGGER_RULES, PROFILER_RULES
+from imgclf.errors import UserError
 from imgclf.metrics import METRIC_DEFINITIONS, OBJECTIVES
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import random
 import signal
 import sys
@@ -26,8 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from imgclf import system
-from imgclf import checkpoints, data, debugger, distributed, evaluation, formats, metrics
+from imgclf import checkpoints, data, debugger, distributed, evaluation, formats, metrics, system
 from imgclf.errors import TrainingInterrupted, UserError
 from imgclf.hyperparameters import AUTO, Hyperparameters
 from imgclf.model import ModelMeta, build_model, head, headless, save_artifact, writing_to

@@ -21,7 +21,6 @@ import csv
 import io
 import json
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -29,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imgclf import system
 from imgclf import hyperparameters as hpmod
+from imgclf import system
 from imgclf.errors import UserError
+from imgclf.hyperparameters import SPEC, Continuous, Integer, Param
 from imgclf.metrics import OBJECTIVES
-from imgclf.hyperparameters import SPEC, Categorical, Continuous, Integer, Param
 
 log = logging.getLogger(__name__)
 

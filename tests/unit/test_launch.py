@@ -10,9 +10,9 @@ import importlib.util
 import pytest
 
 from imgclf import cli, launch
-from imgclf.errors import UserError
-from imgclf.hyperparameters import SPEC, Categorical, Continuous, Hyperparameters, Integer
 from imgclf.diagnostics import DEBUGGER_RULES, PROFILER_RULES
+from imgclf.errors import UserError
+from imgclf.hyperparameters import Hyperparameters
 from imgclf.metrics import METRIC_DEFINITIONS, OBJECTIVES
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from imgclf import cli, tuning
-from imgclf.hyperparameters import SPEC, Categorical, Continuous, Integer
+from imgclf.hyperparameters import Categorical
 
 pytestmark = pytest.mark.unit
 
