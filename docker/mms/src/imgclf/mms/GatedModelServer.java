@@ -11,7 +11,14 @@ import com.amazonaws.ml.mms.util.ServerGroups;
 import com.amazonaws.ml.mms.wlm.ModelManager;
 import com.amazonaws.ml.mms.wlm.WorkerState;
 import com.amazonaws.ml.mms.wlm.WorkerThread;
+import com.amazonaws.ml.mms.ServerInitializer;
+import io.netty.bootstrap.ServerBootstrap;
+import io.netty.channel.Channel;
 import io.netty.channel.ChannelFuture;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.FixedRecvByteBufAllocator;
+import io.netty.handler.ssl.SslContext;
 import io.netty.util.internal.logging.InternalLoggerFactory;
 import io.netty.util.internal.logging.Slf4JLoggerFactory;
 import java.lang.reflect.Field;
@@ -30,7 +37,12 @@ import org.apache.commons.cli.DefaultParser;
  * connect, which every caller (SageMaker, load balancers, tests) reads as "not healthy yet".
  *
  * <p>System properties (set by `imgclf serve`): imgclf.model (name=dir; absent for multi-model endpoints),
- * imgclf.handler, imgclf.workers, imgclf.batch_size, imgclf.max_batch_delay_ms.
+ * imgclf.handler, imgclf.workers, imgclf.batch_size, imgclf.max_batch_delay_ms;
+ * imgclf.startup_timeout_s (give up, exit 3, when no worker has loaded the model by then: SageMaker then reports a
+ * failed endpoint instead of waiting on a server that never opens its port);
+ * imgclf.management ("false": the management API is not bound at all; single-model endpoints need none);
+ * imgclf.models_root (multi-model: POST /models may only register a local directory under this root, see
+ * ModelUrlGuard).
  */
 public final class GatedModelServer {
 
@@ -60,26 +72,19 @@ public final class GatedModelServer {
             Connector management = configManager.getListener(true);
             inference.clean();
             management.clean();
+            boolean withManagement = !"false".equals(System.getProperty("imgclf.management", "true"));
+            String modelsRoot = System.getProperty("imgclf.models_root", "");
+            ModelUrlGuard guard = modelsRoot.isEmpty() ? null : new ModelUrlGuard(modelsRoot);
             @SuppressWarnings("unchecked")
             List<ChannelFuture> futures = (List<ChannelFuture>) field(server, "futures");
             futures.clear();
-            if (inference.equals(management)) {
-                futures.add(
-                        server.initializeServer(
-                                inference, groups.getServerGroup(), groups.getChildGroup(), ConnectorType.BOTH));
+            if (!withManagement) {
+                futures.add(bind(configManager, inference, groups, ConnectorType.INFERENCE_CONNECTOR, null));
+            } else if (inference.equals(management)) {
+                futures.add(bind(configManager, inference, groups, ConnectorType.BOTH, guard));
             } else {
-                futures.add(
-                        server.initializeServer(
-                                inference,
-                                groups.getServerGroup(),
-                                groups.getChildGroup(),
-                                ConnectorType.INFERENCE_CONNECTOR));
-                futures.add(
-                        server.initializeServer(
-                                management,
-                                groups.getServerGroup(),
-                                groups.getChildGroup(),
-                                ConnectorType.MANAGEMENT_CONNECTOR));
+                futures.add(bind(configManager, inference, groups, ConnectorType.INFERENCE_CONNECTOR, null));
+                futures.add(bind(configManager, management, groups, ConnectorType.MANAGEMENT_CONNECTOR, guard));
             }
             MetricManager.scheduleMetrics(configManager);
             System.out.println("Model server started.");
@@ -116,12 +121,57 @@ public final class GatedModelServer {
         manager.getStartupModels().add(archive.getModelName());
         manager.updateModel(archive.getModelName(), workers, workers);
         long started = System.nanoTime();
+        long timeoutS = Long.getLong("imgclf.startup_timeout_s", 0L);
         while (loadedWorkers(manager, archive.getModelName()) == 0) {
+            if (timeoutS > 0 && System.nanoTime() - started > timeoutS * 1_000_000_000L) {
+                System.out.printf(
+                        "imgclf: no worker loaded %s within the startup timeout of %d s "
+                                + "(SAGEMAKER_STARTUP_TIMEOUT); see the worker log above for why. Exiting.%n",
+                        name, timeoutS);
+                System.out.flush();
+                Runtime.getRuntime().halt(3);
+            }
             Thread.sleep(50);
         }
         System.out.printf(
                 "imgclf: %s loaded by a worker after %.2f s; opening the HTTP port%n",
                 name, (System.nanoTime() - started) / 1e9);
+    }
+
+    /**
+     * What ModelServer.initializeServer does (same socket options), plus ModelUrlGuard in front of MMS's handler
+     * chain when a guard is given. Returns the channel's close future, as initializeServer does.
+     */
+    private static ChannelFuture bind(
+            ConfigManager configManager,
+            Connector connector,
+            ServerGroups groups,
+            ConnectorType type,
+            ModelUrlGuard guard)
+            throws Exception {
+        SslContext ssl = connector.isSsl() ? configManager.getSslContext() : null;
+        ServerInitializer mms = new ServerInitializer(ssl, type);
+        ServerBootstrap b = new ServerBootstrap();
+        b.option(ChannelOption.SO_BACKLOG, 1024)
+                .channel(connector.getServerChannel())
+                .childOption(ChannelOption.SO_LINGER, 0)
+                .childOption(ChannelOption.SO_REUSEADDR, true)
+                .childOption(ChannelOption.SO_KEEPALIVE, true)
+                .childOption(ChannelOption.RCVBUF_ALLOCATOR, new FixedRecvByteBufAllocator(4096));
+        b.group(groups.getServerGroup(), groups.getChildGroup());
+        b.childHandler(
+                new ChannelInitializer<Channel>() {
+                    @Override
+                    protected void initChannel(Channel ch) {
+                        mms.initChannel(ch);
+                        if (guard != null) {
+                            ch.pipeline().addBefore("handler", "imgclf-model-url-guard", guard);
+                        }
+                    }
+                });
+        ChannelFuture bound = b.bind(connector.getSocketAddress()).sync();
+        System.out.printf("imgclf: %s API bound to %s%n", type, connector.getSocketAddress());
+        return bound.channel().closeFuture();
     }
 
     private static int loadedWorkers(ModelManager manager, String name) {
