@@ -40,7 +40,7 @@ make_venv() {
     echo "sdk_venvs: pip check failed in $dir: $broken" >&2
     return 1
   fi
-  "$dir/bin/python" -c "import imgclf.launch" || return 1
+  "$dir/bin/python" -c "import imgclf.sagemaker.sdk_v2, imgclf.sagemaker.sdk_v3, imgclf.cli.sagemaker" || return 1
   echo "$want" > "$stamp"
   echo "sdk_venvs: $dir ready ($("$dir/bin/python" -c 'import importlib.metadata as m; print("sagemaker", m.version("sagemaker"))' 2>/dev/null))"
 }

@@ -55,7 +55,7 @@ class Param:
 
 # Every classification model in torchvision.models (`torchvision.models.list_models(module=torchvision.models)`
 # under the pinned torchvision 0.29.1; a unit test keeps the two equal). Written out so this module imports without
-# torch: the SDK-side launcher reads the spec in a venv that has no torch. The seeds' ResNets first, then A-Z.
+# torch: imgclf.sagemaker reads the spec in a venv that has no torch. The seeds' ResNets first, then A-Z.
 ARCHITECTURES = (
     "resnet18", "resnet34", "resnet50", "alexnet", "convnext_base", "convnext_large", "convnext_small",
     "convnext_tiny", "densenet121", "densenet161", "densenet169", "densenet201", "efficientnet_b0",

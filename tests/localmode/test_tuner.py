@@ -1,4 +1,4 @@
-"""Smoke test 6: the HyperparameterTuner the launcher builds, checked as the request SDK v2 would send.
+"""Smoke test 6: the HyperparameterTuner imgclf.sagemaker builds, checked as the request SDK v2 would send.
 
 Local mode cannot run tuning jobs, so the tuner is built for SageMaker (dummy role/bucket, no AWS call) and its
 CreateHyperParameterTuningJob / CreateTrainingJob requests are checked against the one spec and against a real
@@ -12,9 +12,9 @@ import re
 import pytest
 from localmode_support import LOCAL_HYPERPARAMETERS
 
-from imgclf import launch
 from imgclf.hyperparameters import SPEC, Categorical, Continuous, Hyperparameters, Integer
 from imgclf.metrics import METRIC_DEFINITIONS
+from imgclf.sagemaker.jobs import PROFILER_INTERVAL_MS
 
 pytestmark = pytest.mark.localmode
 
@@ -98,7 +98,7 @@ def test_tuner_request_has_spec_ranges_objective_and_metric_regexes_that_read_re
     assert found == {name: printed[name] for name in found}, (found, real_metric_lines)
     assert 0.0 <= found["valid_accuracy"] <= 1.0 and found["valid_loss"] > 0
 
-    # The training job the launcher builds on SageMaker: the seeds' Debugger rules, ProfilerReport, 500 ms.
+    # The training job imgclf.sagemaker builds on SageMaker: the seeds' Debugger rules, ProfilerReport, 500 ms.
     train = result["training"]
     rules = [r["RuleConfigurationName"] for r in train["debugger_rule_configs"]]
     assert rules == ["LossNotDecreasing", "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization"]
@@ -106,7 +106,7 @@ def test_tuner_request_has_spec_ranges_objective_and_metric_regexes_that_read_re
         "LowGPUUtilization",
         "ProfilerReport",
     ]
-    assert train["profiler_config"]["ProfilingIntervalInMilliseconds"] == launch.PROFILER_INTERVAL_MS
+    assert train["profiler_config"]["ProfilingIntervalInMilliseconds"] == PROFILER_INTERVAL_MS
     collections = train["debugger_hook_config"]["CollectionConfigurations"]
     names = [c["CollectionName"] for c in collections]
     assert len(names) == len(set(names)), f"duplicate collections {names}"

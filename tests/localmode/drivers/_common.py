@@ -1,6 +1,6 @@
 """Shared by the drivers: arguments in (a JSON file), one result line out, docker lookups.
 
-Drivers run under an SDK venv's python (.venv-sdk2 / .venv-sdk3), not under pytest: they import imgclf.launch
+Drivers run under an SDK venv's python (.venv-sdk2 / .venv-sdk3), not under pytest: they import imgclf.sagemaker
 (installed editable there without torch) and the SDK, do one thing, and print `IMGCLF_RESULT {json}`.
 """
 

@@ -8,14 +8,15 @@ from pathlib import Path
 
 from _common import emit, load_args, running, wait_gone
 
-from imgclf import launch
+from imgclf.sagemaker import sdk_v2
+from imgclf.sagemaker.target import resolve_target
 
 args = load_args()
-target = launch.resolve_target(local=True, workdir=args["workdir"])
-model = launch.build_model(target, args["model_tar"], image_uri=args["image"])
+target = resolve_target(local=True, workdir=args["workdir"])
+model = sdk_v2.build_model(target, args["model_tar"], image_uri=args["image"])
 before = running(args["image"])
 started = time.monotonic()
-predictor = launch.deploy(model, instance_type="local")
+predictor = sdk_v2.deploy(model, instance_type="local")
 deploy_seconds = time.monotonic() - started
 containers = running(args["image"]) - before
 result = {

@@ -6,18 +6,19 @@ import time
 
 from _common import emit, load_args
 
-from imgclf import launch
+from imgclf.sagemaker import sdk_v2
+from imgclf.sagemaker.target import file_uri, resolve_target
 
 args = load_args()
-target = launch.resolve_target(local=True, workdir=args["workdir"])
-estimator = launch.build_estimator(
+target = resolve_target(local=True, workdir=args["workdir"])
+estimator = sdk_v2.build_estimator(
     target,
     image_uri=args["image"],
     hyperparameters=args["hyperparameters"],
     instance_count=args["instance_count"],
 )
 started = time.monotonic()
-estimator.fit({name: launch.file_uri(path) for name, path in args["channels"].items()}, wait=True)
+estimator.fit({name: file_uri(path) for name, path in args["channels"].items()}, wait=True)
 emit(
     {
         "seconds": time.monotonic() - started,

@@ -7,15 +7,16 @@ from pathlib import Path
 
 from _common import emit, load_args
 
-from imgclf import launch
+from imgclf.sagemaker import sdk_v2
+from imgclf.sagemaker.target import file_uri, resolve_target
 
 args = load_args()
-target = launch.resolve_target(local=True, workdir=args["workdir"])
-model = launch.build_model(target, args["model_tar"], image_uri=args["image"])
+target = resolve_target(local=True, workdir=args["workdir"])
+model = sdk_v2.build_model(target, args["model_tar"], image_uri=args["image"])
 output = Path(args["output"])
-transformer = launch.build_transformer(model, instance_type="local", output_path=launch.file_uri(output))
+transformer = sdk_v2.build_transformer(model, instance_type="local", output_path=file_uri(output))
 started = time.monotonic()
-launch.run_transform(transformer, launch.file_uri(args["input"]), local=True)
+sdk_v2.run_transform(transformer, file_uri(args["input"]), local=True)
 emit(
     {
         "seconds": time.monotonic() - started,

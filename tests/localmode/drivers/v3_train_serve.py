@@ -11,13 +11,14 @@ import boto3
 from _common import emit, load_args, running, wait_gone
 from sagemaker.core.local import LocalSession
 
-from imgclf import launch
+from imgclf.sagemaker.sdk_v3 import build_model_trainer, deploy_v3
+from imgclf.sagemaker.target import LOCAL_ROLE, file_uri, local_config, resolve_target
 
 args = load_args()
 workdir = Path(args["workdir"])
-target = launch.resolve_target(local=True, workdir=workdir)
+target = resolve_target(local=True, workdir=workdir)
 train_root = workdir / "v3-train"
-trainer = launch.build_model_trainer(
+trainer = build_model_trainer(
     target,
     data=args["channels"],
     image_uri=args["train_image"],
@@ -31,16 +32,16 @@ model_tar = train_root / "compressed_artifacts" / "model.tar.gz"
 result["model_tar"] = str(model_tar)
 
 session = LocalSession(boto_session=boto3.Session(region_name="us-east-1"))
-session.config = {"local": launch.local_config(target)}
+session.config = {"local": local_config(target)}
 name = "imgclf-v3-local"
 before = running(args["serve_image"])
 started = time.monotonic()
-launch.deploy_v3(
+deploy_v3(
     session.sagemaker_client,
     name=name,
     image_uri=args["serve_image"],
-    model_data=launch.file_uri(model_tar),
-    role=launch.LOCAL_ROLE,
+    model_data=file_uri(model_tar),
+    role=LOCAL_ROLE,
     instance_type="local",
 )
 result["deploy_seconds"] = time.monotonic() - started

@@ -1,0 +1,91 @@
+"""Plain data every SageMaker job, tuner and endpoint is built from; no SDK needed (unit-tested in the main venv).
+
+All of it comes from the one hyperparameter spec (`imgclf.hyperparameters`), the trainer's metric regexes and
+objectives (`imgclf.metrics`), so a job, a tuner and the local trainer can never disagree about names or ranges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from imgclf import hyperparameters as hp_spec
+from imgclf.errors import UserError
+from imgclf.metrics import METRIC_DEFINITIONS, OBJECTIVES
+from imgclf.sagemaker.target import is_remote
+
+DEFAULT_TRAIN_IMAGE = "imgclf-train:latest"
+DEFAULT_SERVE_IMAGE = "imgclf-serve:latest"
+
+PROFILER_INTERVAL_MS = 500
+
+JPEG = "image/jpeg"
+JSON = "application/json"
+
+CHANNELS = ("train", "valid", "test")
+
+
+def job_hyperparameters(given: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """What a job's `hyperparameters=` gets: the given values, validated against SPEC, as strings.
+
+    Only the values given are sent (the image's defaults are SPEC's defaults); booleans as "true"/"false",
+    the form `Hyperparameters.from_mapping` reads back from hyperparameters.json.
+    """
+    given = dict(given or {})
+    typed = hp_spec.Hyperparameters.from_mapping(given)
+    as_strings = typed.to_sagemaker()
+    names = {hp_spec.BY_NAME[hp_spec.canonical_name(k)].name for k in given}
+    return {p.name: as_strings[p.name] for p in hp_spec.SPEC if p.name in names}
+
+
+def objective(metric: str) -> tuple[str, str]:
+    """(objective_metric_name, objective_type) for a tuner; the metric must be one the trainer prints."""
+    if metric not in OBJECTIVES:
+        raise UserError(f"Tuning objective must be one of {', '.join(OBJECTIVES)}; got {metric!r}.")
+    names = {d["Name"] for d in METRIC_DEFINITIONS}
+    assert metric in names, f"{metric} is not in METRIC_DEFINITIONS"
+    return metric, OBJECTIVES[metric]
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    """A fresh copy of METRIC_DEFINITIONS (the SDK may keep and change what it is given)."""
+    return [dict(d) for d in METRIC_DEFINITIONS]
+
+
+def debugger_collections(given: Mapping[str, Any] | None = None) -> dict[str, dict[str, str]]:
+    """Collections for DebuggerHookConfig from the debug-* hyperparameters (same defaults as local runs)."""
+    hp = hp_spec.Hyperparameters.from_mapping(dict(given or {}))
+    params = {"train.save_interval": str(hp.debug_train_interval), "eval.save_interval": str(hp.debug_eval_interval)}
+    names = [c.strip() for c in str(hp.debug_collections).split(",") if c.strip()]
+    return {name: dict(params) for name in names}
+
+
+def channels(
+    data: str | None, train: str | None = None, valid: str | None = None, test: str | None = None
+) -> dict[str, str]:
+    """Channel name -> path or URI. DATA holds train/ (valid/, test/); explicit channels override it.
+
+    Local folders are kept as paths (file:// in local mode, uploaded to S3 otherwise); s3:// URIs pass through.
+    """
+    out: dict[str, str] = {}
+    if data:
+        if is_remote(data):
+            base = data.rstrip("/")
+            out = {name: f"{base}/{name}/" for name in CHANNELS}
+        else:
+            root = Path(data)
+            if not root.is_dir():
+                raise UserError(f"--data {data} is not a directory (nor an s3:// prefix).")
+            if not (root / "train").is_dir():
+                raise UserError(f"--data {data} has no train/ folder (ImageFolder layout: train/<class>/<images>).")
+            out = {name: str(root / name) for name in CHANNELS if (root / name).is_dir()}
+    for name, value in (("train", train), ("valid", valid), ("test", test)):
+        if value:
+            out[name] = value
+    if "train" not in out:
+        raise UserError("No training data: pass --data DIR_OR_S3_PREFIX (with train/ inside) or --train.")
+    for name, value in out.items():
+        if not is_remote(value) and not value.startswith("file://") and not Path(value).is_dir():
+            raise UserError(f"Channel {name}: {value} is not a directory.")
+    return out

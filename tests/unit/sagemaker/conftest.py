@@ -1,0 +1,46 @@
+"""Fixtures for the imgclf.sagemaker unit tests (main venv: the SageMaker SDK is NOT installed here; the SDK
+objects themselves are checked under tests/localmode, with real SDK v2/v3 in their own venvs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgclf.sagemaker.target import BUCKET_ENV, ROLE_ENV
+
+
+@pytest.fixture
+def no_aws(monkeypatch, tmp_path):
+    """No role, bucket, region or credentials anywhere boto3 looks."""
+    for var in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        ROLE_ENV,
+        BUCKET_ENV,
+        "SAGEMAKER_USER_CONFIG_OVERRIDE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for var in (
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+
+
+def sdk_installed() -> bool:
+    """By distribution, not find_spec: this folder, on sys.path's parent, is itself a `sagemaker` namespace."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("sagemaker")
+    except PackageNotFoundError:
+        return False
+    return True
