@@ -23,7 +23,7 @@ make_venv() {
   local want="$spec ${PINS[*]} imgclf-editable"
   local stamp="$dir/.imgclf-sdk-stamp"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-     && "$dir/bin/python" -c "import sagemaker, imgclf.launch" >/dev/null 2>&1; then
+     && "$dir/bin/python" -c "import sagemaker, imgclf.sagemaker.sdk_v2, imgclf.cli.sagemaker" >/dev/null 2>&1; then
     echo "sdk_venvs: $dir ready ($spec)"
     return 0
   fi
