@@ -137,3 +137,30 @@ def torch_threads(workers: int, cpus: int | None = None) -> int:
     """Intra-op threads per worker so that all workers together use the CPUs once."""
     cpus = cpus or cpu_count()
     return max(1, math.floor(cpus / max(1, workers)))
+
+
+# ---- the per-request memory budget (imgclf.serving.limits: the defaults and how they follow from the bound) ----
+
+LIMIT_LISTS = ("npy_dtypes", "image_formats")  # comma-separated lists; every other limit is a number
+LIMIT_FLOATS = ("max_aspect_ratio",)
+
+
+def request_limits_from_env(resize_short_side: int | None = None):
+    """RequestLimits from the IMGCLF_* variables of `limits.ENV` (an unset or empty variable keeps the default)."""
+    from imgclf.serving.limits import ENV as LIMITS_ENV  # here, not at the top: this section is self-contained
+    from imgclf.serving.limits import RequestLimits
+
+    values: dict = {"resize_short_side": resize_short_side}
+    for field, name in LIMITS_ENV.items():
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        if field in LIMIT_LISTS:
+            items = tuple(x.strip() for x in raw.split(",") if x.strip())
+            values[field] = tuple(x.upper() for x in items) if field == "image_formats" else items
+            continue
+        try:
+            values[field] = float(raw) if field in LIMIT_FLOATS else int(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not a number") from None
+    return RequestLimits(**values)

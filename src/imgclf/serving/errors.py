@@ -2,15 +2,17 @@
 
 Client errors are raised as `sagemaker_inference.errors.GenericInferenceToolkitError` with the right code
 (the toolkit's `UnsupportedFormatError` would become a 500). Anything else reaching `http_error` is a bug in
-imgclf: it is answered with 500 and its traceback is logged by the caller.
+imgclf (or a resource the request budget did not foresee): it is answered with 500 and a generic body
+(`INTERNAL_ERROR`: no exception text, no allocation sizes, no paths), and the caller logs its traceback.
 
     400 Bad Request            empty body, corrupt / truncated / non-image bytes, malformed JSON or base64,
                                a JSON `url` (the server never fetches URLs), a wrong array shape
     406 Not Acceptable         an Accept type we cannot produce
-    413 Payload Too Large      an image over the pixel limit (decompression bomb); bodies over
+    413 Payload Too Large      a request over its budget (imgclf.serving.limits: images, pixels, aspect ratio,
+                               .npy bytes, JSON bytes), decompression bombs included; bodies over
                                SAGEMAKER_MAX_PAYLOAD_IN_MB are refused with 413 by the MMS front-end itself
     415 Unsupported Media Type a Content-Type we cannot decode
-    500 Internal Server Error  a bug
+    500 Internal Server Error  a bug; the body is INTERNAL_ERROR, the details are in the log only
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from http import HTTPStatus
 from sagemaker_inference.errors import BaseInferenceToolkitError, GenericInferenceToolkitError
 
 from imgclf.errors import UserError
+
+INTERNAL_ERROR = "Internal error, see the endpoint's logs."
 
 
 class ClientError(GenericInferenceToolkitError):
@@ -52,8 +56,11 @@ def unsupported_media_type(content_type: str, supported: list[str]) -> ClientErr
 
 def http_error(exc: BaseException) -> tuple[int, str, str]:
     """(status, reason phrase, message body) for any exception raised while answering a request."""
-    if isinstance(exc, BaseInferenceToolkitError):
+    if isinstance(exc, BaseInferenceToolkitError) and int(exc.status_code) < 500:
         return int(exc.status_code), str(exc.phrase).splitlines()[0][:80], str(exc.message)
     if isinstance(exc, UserError):
         return 400, HTTPStatus.BAD_REQUEST.phrase, str(exc)
-    return 500, HTTPStatus.INTERNAL_SERVER_ERROR.phrase, f"Internal error: {type(exc).__name__}: {exc}"
+    if isinstance(exc, BaseInferenceToolkitError):  # a 5xx the toolkit raised: its status, not its text
+        status = HTTPStatus(int(exc.status_code)) if int(exc.status_code) in HTTPStatus._value2member_map_ else None
+        return int(exc.status_code), status.phrase if status else "Server Error", INTERNAL_ERROR
+    return 500, HTTPStatus.INTERNAL_SERVER_ERROR.phrase, INTERNAL_ERROR

@@ -27,7 +27,7 @@ from PIL import Image
 from imgclf.data import eval_transform
 from imgclf.model import load_artifact
 from imgclf.serving import decoders, encoders, errors
-from imgclf.serving.environment import ServingSettings, torch_threads
+from imgclf.serving.environment import ServingSettings, request_limits_from_env, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class ImageClassifierHandler:
         artifact = load_artifact(model_dir, self.device)
         self.model, self.meta, self.index_to_name = artifact.model, artifact.meta, artifact.index_to_name
         self.transform = eval_transform(self.meta)
+        self.limits = request_limits_from_env(resize_short_side=self.meta.resize_size)  # the request budget
         self._warm_up()
         self.initialized = True
         log.info(
@@ -102,7 +103,7 @@ class ImageClassifierHandler:
         the pipeline works and spares the first real request the lazy initialisation (~2 s measured)."""
         buf = io.BytesIO()
         Image.new("RGB", (self.meta.resize_size, self.meta.resize_size), (128, 128, 128)).save(buf, "PNG")
-        inputs = decoders.decode(buf.getvalue(), "image/png", self.settings.max_image_pixels)
+        inputs = decoders.decode(buf.getvalue(), "image/png", self.limits)
         probs = self.inference(torch.stack([self._to_tensor(x) for x in inputs]))
         fmt = encoders.negotiate(None, None, self.settings.default_accept, self.settings.top_k)
         encoders.encode(probs.numpy(), fmt, self.index_to_name)
@@ -125,7 +126,7 @@ class ImageClassifierHandler:
                 body = request.get("body")
                 if body is None:
                     body = request.get("data")
-                inputs = decoders.decode(body, content_type, self.settings.max_image_pixels)
+                inputs = decoders.decode(body, content_type, self.limits)
                 rows = [self._to_tensor(x) for x in inputs]
             except Exception as exc:  # noqa: BLE001 - every failure is answered, per request
                 batch.failures[idx] = exc

@@ -9,6 +9,7 @@ import struct
 import time
 import zlib
 
+import hostile_payloads as hp
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,10 +17,11 @@ from serving_helpers import image_bytes
 
 from imgclf.serving import decoders
 from imgclf.serving.errors import ClientError
+from imgclf.serving.limits import RequestLimits
 
 pytestmark = pytest.mark.unit
 
-LIMIT = 40_000_000
+LIMIT = RequestLimits(resize_short_side=256)  # the defaults, with the resize step of a 224-px model
 
 
 def status_of(fn, *args) -> tuple[int, str]:
@@ -90,7 +92,7 @@ def test_20000_by_20000_png_bomb_is_refused_with_413_fast():
     assert len(bomb) < 200_000
     started = time.monotonic()
     code, msg = status_of(decoders.decode, bomb, "image/png", LIMIT)
-    assert code == 413 and "20000 x 20000" in msg
+    assert code == 413 and "400,000,000 pixels" in msg and "IMGCLF_MAX_IMAGE_PIXELS" in msg
     assert time.monotonic() - started < 1.0
 
 
@@ -160,5 +162,194 @@ def test_unsupported_content_type_is_415(ct):
 
 
 def test_too_many_images_in_one_request_is_413():
-    body = npy(np.zeros((decoders.MAX_IMAGES_PER_REQUEST + 1, 5, 5), np.uint8))
-    assert status_of(decoders.decode, body, "application/x-npy", LIMIT)[0] == 413
+    body = npy(np.zeros((LIMIT.max_images + 1, 5, 5), np.uint8))
+    code, msg = status_of(decoders.decode, body, "application/x-npy", LIMIT)
+    assert code == 413 and "IMGCLF_MAX_IMAGES_PER_REQUEST" in msg
+
+
+# ---- the request budget (issue 12): each attack refused from headers, before allocation -----------------------
+
+MB = 1 << 20
+
+
+def refused(body: bytes, ct: str, limits: RequestLimits = LIMIT, max_mb: int = 100, max_s: float = 2.0):
+    """(status, message) of a refusal that must be fast and allocate (RSS and tracemalloc) under max_mb."""
+    started = time.monotonic()
+    result, rss, traced = hp.peak_memory(lambda: decoders.decode(body, ct, limits))
+    seconds = time.monotonic() - started
+    assert isinstance(result, ClientError), f"not refused: {result!r}"[:500]
+    assert rss < max_mb * MB and traced < max_mb * MB, (rss / MB, traced / MB)
+    assert seconds < max_s, seconds
+    return result.status_code, result.message
+
+
+def test_wide_and_short_grayscale_png_is_refused_for_its_aspect_ratio():
+    body = hp.wide_short_png(2_000_000, 20)  # 40 MP, inside the pixel limit; ~128 G pixels once resized
+    assert len(body) < 100_000
+    code, msg = refused(body, "image/png")
+    assert code == 413 and "IMGCLF_MAX_ASPECT_RATIO" in msg and "2000000 x 20" in msg
+
+
+def test_resized_pixels_are_bounded_even_within_the_aspect_ratio():
+    limits = RequestLimits(max_aspect_ratio=1000, resize_short_side=256)
+    code, msg = refused(hp.png_raw(20_000, 40, bit_depth=8), "image/png", limits)  # 256 x 128,000 once resized
+    assert code == 413 and "IMGCLF_MAX_RESIZED_PIXELS" in msg and "32,768,000" in msg
+
+
+def test_json_batch_of_hundreds_of_1bit_png_bombs_is_refused_before_any_is_decoded():
+    body = hp.json_of_bombs(300, 5_000)  # 300 x 25 MP, ~1 MB of JSON
+    code, msg = refused(body, "application/json")
+    assert code == 413 and "300 images" in msg and "IMGCLF_MAX_IMAGES_PER_REQUEST" in msg
+
+
+def test_json_batch_under_the_count_is_refused_on_the_summed_pixels_before_decoding():
+    body = hp.json_of_bombs(200, 5_000)  # 200 is under the count limit; 5 x 25 MP is over the request sum
+    code, msg = refused(body, "application/json")
+    assert code == 413 and "IMGCLF_MAX_REQUEST_PIXELS" in msg
+
+
+def test_request_pixels_are_summed_over_every_image_of_the_request():
+    b64 = base64.b64encode(image_bytes("PNG", size=(400, 300))).decode()
+    body = json.dumps({"instances": [b64] * 3}).encode()  # 360,000 pixels
+    code, msg = refused(body, "application/json", RequestLimits(max_request_pixels=300_000))
+    assert code == 413 and "IMGCLF_MAX_REQUEST_PIXELS" in msg
+
+
+def test_json_lines_are_counted_before_any_line_is_decoded():
+    b64 = base64.b64encode(image_bytes()).decode()
+    body = "\n".join(json.dumps({"image": b64}) for _ in range(5)).encode()
+    code, msg = refused(body, "application/jsonlines", RequestLimits(max_images=4))
+    assert code == 413 and "IMGCLF_MAX_IMAGES_PER_REQUEST" in msg
+
+
+def test_uint8_npy_of_shape_1_by_n_is_refused_for_its_aspect_ratio():
+    code, msg = refused(hp.npy_bytes(np.zeros((1, 10_000_000), np.uint8)), "application/x-npy")
+    assert code == 413 and "IMGCLF_MAX_ASPECT_RATIO" in msg
+
+
+@pytest.mark.parametrize("shape", [(1_000_000, 3, 1000, 1000), (2**40,), (3, 2**31, 2**31), (2**62, 2**62)])
+def test_npy_header_claiming_a_huge_shape_is_413_without_allocating(shape):
+    code, msg = refused(hp.npy_header_only(shape), "application/x-npy")
+    assert code == 413 and "IMGCLF_MAX_NPY_BYTES" in msg and "TiB" not in msg
+
+
+def test_npy_header_disagreeing_with_its_data_is_400():
+    code, msg = refused(hp.npy_header_only((4, 3, 32, 32)), "application/x-npy")
+    assert code == 400 and "truncated" in msg
+
+
+@pytest.mark.parametrize("kind", ["[", "{"])
+def test_deeply_nested_json_is_400_naming_the_depth_limit(kind):
+    code, msg = refused(hp.deep_json(200_000, kind), "application/json")
+    assert code == 400 and "IMGCLF_MAX_JSON_DEPTH" in msg
+
+
+def test_json_depth_scan_is_linear_on_an_unterminated_string_of_escapes():
+    started = time.monotonic()
+    assert decoders.json_depth(b'["' + b'\\"[' * 2_000_000) == 1
+    assert time.monotonic() - started < 2
+
+
+def test_json_over_its_byte_limit_is_413():
+    body = json.dumps({"image": "A" * 2000}).encode()
+    code, msg = refused(body, "application/json", RequestLimits(max_json_bytes=1000))
+    assert code == 413 and "IMGCLF_MAX_JSON_BYTES" in msg
+
+
+def test_ico_is_not_an_accepted_format_by_default():
+    code, msg = refused(hp.ico_with_png(hp.png_raw(16, 16)), "image/x-icon")
+    assert code == 400 and "IMGCLF_IMAGE_FORMATS" in msg
+
+
+def test_ico_with_a_huge_embedded_png_is_413_inside_open_when_ico_is_allowed():
+    limits = RequestLimits(image_formats=("PNG", "ICO"))
+    code, msg = refused(hp.ico_with_png(hp.png_raw(20_000, 20_000)), "image/x-icon", limits)
+    assert code == 413 and "IMGCLF_MAX_IMAGE_PIXELS" in msg
+
+
+def test_pillow_bomb_guard_is_on_at_our_limit_while_opening(monkeypatch):
+    seen = []
+    real_open = Image.open
+
+    def spy(*args, **kwargs):
+        seen.append((Image.MAX_IMAGE_PIXELS, kwargs.get("formats")))
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", spy)
+    decoders.decode(image_bytes(), "image/png", RequestLimits(max_image_pixels=1_234_567))
+    assert seen == [(1_234_567, list(LIMIT.image_formats))]
+    assert Image.MAX_IMAGE_PIXELS is not None
+
+
+def test_gif_of_many_frames_decodes_only_the_first_frame_fast():
+    body = hp.gif_frames(1500)
+    started = time.monotonic()
+    (img,) = decoders.decode(body, "image/gif", LIMIT)
+    assert img.size == (16, 16) and time.monotonic() - started < 0.5
+
+
+def test_tiff_of_many_pages_decodes_the_first_page():
+    (img,) = decoders.decode(hp.tiff_pages(300), "image/tiff", LIMIT)
+    assert img.mode == "RGB" and np.asarray(img)[0, 0, 0] == 0
+
+
+def test_png_text_chunks_cost_bounded_memory():
+    body = hp.png_text_chunks(300, 64 << 20)  # 300 tEXt chunks and a 64 MB zTXt bomb
+    result, rss, traced = hp.peak_memory(lambda: decoders.decode(body, "image/png", LIMIT))
+    assert isinstance(result, list) or (isinstance(result, ClientError) and result.status_code == 400), result
+    assert rss < 100 * MB and traced < 100 * MB
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("P", "PNG"), ("I;16", "PNG"), ("I", "TIFF"), ("F", "TIFF"), ("1", "PNG")])
+def test_palette_16bit_32bit_float_and_1bit_modes_become_rgb(mode, fmt):
+    (img,) = decoders.decode(hp.image(fmt, (50, 40), mode), "image/png", LIMIT)
+    assert img.mode == "RGB" and img.size == (50, 40)
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    (img,) = decoders.decode(hp.image("JPEG", (64, 48), "CMYK"), "image/jpeg", LIMIT)
+    assert img.mode == "RGB"
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 8), (8, 0), (0,), (0, 3, 32, 32), (4, 0, 3), ()])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_zero_size_and_scalar_arrays_are_400(shape, dtype):
+    code, msg = refused(hp.npy_bytes(np.zeros(shape, dtype)), "application/x-npy")
+    assert code == 400
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_tensors_are_400(value):
+    a = np.zeros((2, 3, 32, 32), np.float32)
+    a[1, 2, 3, 4] = value
+    code, msg = refused(hp.npy_bytes(a), "application/x-npy")
+    assert code == 400 and "NaN or infinite" in msg
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.complex64, np.bool_, np.dtype([("a", "<f4")]), np.dtype("<U3")])
+def test_npy_dtypes_off_the_allow_list_are_400_naming_it(dtype):
+    code, msg = refused(hp.npy_bytes(np.zeros((3, 4, 4), dtype)), "application/x-npy")
+    assert code == 400 and "IMGCLF_NPY_DTYPES" in msg
+
+
+def test_npy_over_its_ndim_limit_is_400():
+    code, msg = refused(hp.npy_bytes(np.zeros((1, 1, 3, 4, 4), np.float32)), "application/x-npy")
+    assert code == 400 and "IMGCLF_MAX_NPY_NDIM" in msg
+
+
+def test_npy_fortran_order_and_big_endian_arrays_decode():
+    (img,) = decoders.decode(
+        hp.npy_bytes(np.asfortranarray(np.zeros((20, 24, 3), np.uint8))), "application/x-npy", LIMIT
+    )
+    assert img.size == (24, 20)
+    (t,) = decoders.decode(hp.npy_bytes(np.ones((3, 8, 8), ">f8")), "application/x-npy", LIMIT)
+    assert t.dtype == np.float32 and t.shape == (3, 8, 8) and float(t.sum()) == 192
+
+
+def test_unicode_json_keys_are_fine():
+    b64 = base64.b64encode(image_bytes()).decode()
+    for ensure_ascii in (True, False):
+        body = json.dumps(
+            {"\u202e\U0001f600\u4e2d\x00": 1, "instances": [{"\ufeff": 2, "b64": b64}]}, ensure_ascii=ensure_ascii
+        )
+        assert len(decoders.decode(body.encode(), "application/json", LIMIT)) == 1
