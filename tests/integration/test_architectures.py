@@ -128,10 +128,11 @@ def test_shufflenet_trains_and_its_artifact_predicts_what_training_measured(samp
     # Seed 004's request: the client preprocesses and posts an (N, 3, H, W) float32 .npy; serving's decoder
     # hands back arrays of the artifact's input shape, which give the same answers.
     from imgclf.serving import decoders
+    from imgclf.serving.limits import RequestLimits
 
     buf = io.BytesIO()
     np.save(buf, batch[:16].numpy().astype(np.float32))
-    arrays = decoders.decode(buf.getvalue(), "application/x-npy", 10**8)
+    arrays = decoders.decode(buf.getvalue(), "application/x-npy", RequestLimits())
     assert all(a.shape == artifact.meta.input_shape for a in arrays)
     with torch.no_grad():
         from_npy = artifact.model(torch.from_numpy(np.stack(arrays))).argmax(1).tolist()
