@@ -39,10 +39,24 @@ MODEL_TARBALL = "model.tar.gz"
 META_FILE = "imgclf.json"  # the artifact's metadata file: its presence marks a model directory
 
 
+def _safe_members(t: tarfile.TarFile, tarball: Path) -> list[tarfile.TarInfo]:
+    """The members, refusing links and paths that leave the target (what filter="data" does on Pythons that
+    have it; the images' Debian Python 3.11.2 does not)."""
+    members = t.getmembers()
+    for m in members:
+        parts = Path(m.name).parts
+        if m.name.startswith("/") or ".." in parts or m.issym() or m.islnk() or m.isdev():
+            raise UserError(f"--model {tarball}: refusing the archive member {m.name!r} (a link or outside path).")
+    return members
+
+
 def _extract(tarball: Path, into: Path) -> Path:
     try:
         with tarfile.open(tarball) as t:
-            t.extractall(into, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                t.extractall(into, filter="data")
+            else:
+                t.extractall(into, members=_safe_members(t, tarball))  # noqa: S202 (checked above)
     except (tarfile.TarError, OSError) as exc:
         raise UserError(f"--model {tarball} is not a readable model.tar.gz: {exc}") from None
     if not (into / META_FILE).is_file():
