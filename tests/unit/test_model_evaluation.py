@@ -145,3 +145,14 @@ def test_cli_evaluate_defaults_are_the_processing_contract():
         "/opt/ml/processing/input/test",
         "/opt/ml/processing/output",
     )
+
+
+def test_archive_members_that_leave_the_target_are_refused_on_pythons_without_tar_filters(tmp_path):
+    from imgclf.processing_contract import _safe_members
+
+    tar = tmp_path / "evil.tar.gz"
+    (tmp_path / "x").write_text("x")
+    with tarfile.open(tar, "w:gz") as t:
+        t.add(tmp_path / "x", arcname="../escape")
+    with tarfile.open(tar) as t, pytest.raises(UserError, match="refusing the archive member"):
+        _safe_members(t, tar)
