@@ -19,5 +19,7 @@ case "$1" in
   # it first writes the config files SageMaker would have written (imgclf.sagemaker_entry.container_main).
   train) shift; exec python -m imgclf.sagemaker_entry "$@" ;;
   serve) shift; exec imgclf serve "$@" ;;
+  # The pipeline's evaluation step (a SageMaker Processing job in the train image): imgclf.processing_contract.
+  evaluate) shift; exec imgclf evaluate "$@" ;;
   *) exec "$@" ;;
 esac

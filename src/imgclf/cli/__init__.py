@@ -30,6 +30,7 @@ COMMANDS = {
         "imgclf.cli.tune",
         "Local hyperparameter search (Optuna) over the same space as the SageMaker tuner.",
     ),
+    "evaluate": ("imgclf.cli.evaluate", "Evaluate a model (dir or model.tar.gz) on a test channel: evaluation.json."),
     "report": ("imgclf.cli.report", "Debugger-rule and profiler reports from a run's output."),
     "sagemaker": ("imgclf.cli.sagemaker", "Launch training, tuning, endpoints and batch transform on SageMaker."),
     "metric-definitions": (

@@ -1,4 +1,4 @@
-"""`imgclf sagemaker train|tune|deploy|transform`: SageMaker jobs, endpoints and batch transform for our images.
+"""`imgclf sagemaker ACTION`: SageMaker jobs, tuning, endpoints, batch transform, pipelines for our images.
 
 Argument parsing and the glue that calls imgclf.sagemaker (target, jobs, sdk_v2, sdk_v3); errors are UserError
 (exit 2, from imgclf.cli.main). `--local` runs the same objects in SageMaker local mode (Docker, file:// data).
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from imgclf import hyperparameters as hp_spec
+from imgclf.cli import sagemaker_pipeline
 from imgclf.errors import UserError
 from imgclf.metrics import OBJECTIVES
 from imgclf.sagemaker import sdk_v2, sdk_v3
@@ -93,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     dep = sub.add_parser("deploy", help="Real-time endpoint from a model.tar.gz.")
     _common(dep, training=False)
-    dep.add_argument("--model-data", required=True, help="model.tar.gz: s3:// URI (local mode: a file path).")
+    what = dep.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model-data", help="model.tar.gz: s3:// URI (local mode: a file path).")
+    what.add_argument("--model-package", help="An approved model package ARN (from `imgclf sagemaker pipeline`).")
     dep.add_argument("--endpoint-name", help="Default: generated.")
     dep.add_argument("--predict", nargs="*", default=[], metavar="JPEG", help="Images to classify once it is up.")
     dep.add_argument("--delete", action="store_true", help="Delete the endpoint at the end (always in local mode).")
@@ -105,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--output", help="Where <image>.out JSON files go (default: under the bucket / workdir).")
     tr.add_argument("--content-type", default=JPEG, help="Content type of the input files (default: %(default)s).")
     tr.add_argument("--no-wait", dest="wait", action="store_false")
+
+    # Pipelines and the Model Registry: imgclf.cli.sagemaker_pipeline.
+    sagemaker_pipeline.add_parsers(sub, _common, _training_args)
 
 
 def _channels(args: argparse.Namespace) -> dict[str, str]:
@@ -173,6 +179,8 @@ def _run_tune(args: argparse.Namespace, target: Target) -> int:
 
 
 def _run_deploy(args: argparse.Namespace, target: Target) -> int:
+    if args.model_package:
+        return sagemaker_pipeline.run_deploy_package(args, target)
     model = sdk_v2.build_model(target, args.model_data, image_uri=args.image_uri)
     instance_type = args.instance_type or ("local" if target.local else "ml.m5.large")
     predictor = sdk_v2.deploy(
@@ -208,10 +216,18 @@ def _run_transform(args: argparse.Namespace, target: Target) -> int:
     return 0
 
 
-ACTIONS = {"train": _run_train, "tune": _run_tune, "deploy": _run_deploy, "transform": _run_transform}
+ACTIONS = {
+    "train": _run_train,
+    "tune": _run_tune,
+    "deploy": _run_deploy,
+    "transform": _run_transform,
+    "pipeline": sagemaker_pipeline.run_pipeline,
+}
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "approve":  # needs only a region and credentials, no role or bucket
+        return sagemaker_pipeline.run_approve(args)
     if args.action == "tune" and args.local and not args.print_only:
         raise UserError(
             "SageMaker local mode cannot run tuning jobs. Search the same space on this machine with "

@@ -30,3 +30,25 @@ def test_cli_tune_in_local_mode_points_to_the_local_search(capsys, no_aws, tmp_p
     rc = cli.main(["sagemaker", "tune", "--local", "--data", str(tmp_path), "--workdir", str(tmp_path / "w")])
     assert rc == 2
     assert "cannot run tuning jobs" in capsys.readouterr().err
+
+
+def test_pipeline_approve_and_deploy_model_package_parse(tmp_path):
+    parse = lambda argv: cli.build_parser(argv).parse_args(argv)  # noqa: E731
+    args = parse(["sagemaker", "pipeline", "--local", "--bucket", "b", "--data", str(tmp_path), "--threshold", "0.9"])
+    assert (args.action, args.gate_metric, args.threshold, args.approval_status) == (
+        "pipeline",
+        "accuracy",
+        0.9,
+        "PendingManualApproval",
+    )
+    args = parse(["sagemaker", "approve", "arn:aws:sagemaker:us-east-1:1:model-package/imgclf/1", "--reject"])
+    assert args.action == "approve" and args.reject
+    args = parse(["sagemaker", "deploy", "--model-package", "arn:aws:sagemaker:us-east-1:1:model-package/imgclf/1"])
+    assert args.model_package and args.model_data is None
+    with pytest.raises(SystemExit):
+        parse(["sagemaker", "deploy", "--model-data", "s3://b/m.tar.gz", "--model-package", "arn"])
+
+
+def test_approve_rejects_what_is_not_a_model_package_arn(capsys, no_aws):
+    rc = cli.main(["sagemaker", "approve", "arn:aws:sagemaker:us-east-1:1:endpoint/x", "--region", "us-east-1"])
+    assert rc == 2 and "not a model package ARN" in capsys.readouterr().err
