@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-from serving_helpers import image_bytes
+from support.handler_calls import image_bytes
 
 from imgclf.serving import decoders
 from imgclf.serving.errors import ClientError
