@@ -11,29 +11,18 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+
+# free_port: the tests' one copy (tests/support/ports.py), re-exported for the benchmarks and reliability tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.ports import free_port  # noqa: E402,F401
 
 HOST = "127.0.0.1"
-
-
-def free_port(low: int = 20000, high: int = 32000) -> int:
-    """A free loopback port below the ephemeral range (imgclf serve's MMS front-end rejected 5-digit ports
-    above 32767 in testing: "Invalid port number")."""
-    import random
-    import socket
-
-    for _ in range(200):
-        port = random.randint(low, high)
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -34,14 +34,15 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-# The lock pins the runtime; test tools come from requirements-dev.txt.
+# The lock pins the runtime; test tools come from requirements-dev.txt; imgclf itself (editable) with every
+# extra but the SDK, so pyproject's declarations are what the host venv installs, at the lock's versions.
 .venv/bin/pip install -q -c docker/constraints.txt -r docker/requirements.txt \
   -r requirements-dev.txt
+.venv/bin/pip install -q -c docker/constraints.txt -e '.[all]'
 # multi-model-server's model-archiver and TorchServe's torch-model-archiver both install the module
 # `model_archiver`; pip's install order decides which wins. imgclf's server needs neither at run time, the
 # TorchServe test needs torch's: install it last so every fresh venv ends the same way.
 .venv/bin/pip install -q --no-deps --force-reinstall -c docker/constraints.txt torch-model-archiver
-.venv/bin/pip install -q --no-deps -e .
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
 
 # After the venv: docker_setup.sh also installs hadolint, awscli and moto into it.

@@ -1,18 +1,10 @@
-"""Fixtures shared by every tier; the plain helpers live in imgclf_testkit.py (re-exported here)."""
+"""Fixtures shared by every tier; the plain helpers live in the support package (tests/support/)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from imgclf_testkit import (  # noqa: F401  (re-exported for tests that load this file by path)
-    FAST_HYPERPARAMETERS,
-    REPO,
-    VENV_BIN,
-    free_port,
-    make_opt_ml,
-    sagemaker_train,
-)
 
 from imgclf.data import write_sample_data
 

@@ -7,17 +7,13 @@ Missing prerequisites FAIL with the command that provides them (`bash scripts/do
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from imgclf_testkit import FAST_HYPERPARAMETERS
+from support import containers as sm
+from support.training import FAST_HYPERPARAMETERS
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import sagemaker_container as sm  # noqa: E402
-
-from imgclf.data import write_sample_data  # noqa: E402
+from imgclf.data import write_sample_data
 
 # Fast settings (random init: no weights can be downloaded here); 3 epochs, every value a string as SageMaker sends.
 CONTAINER_HYPERPARAMETERS = FAST_HYPERPARAMETERS

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import sagemaker_container as sm
+from support import containers as sm
 
 pytestmark = pytest.mark.container
 

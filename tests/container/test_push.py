@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import sagemaker_container as sm
+from support import containers as sm
 
 pytestmark = pytest.mark.container
 

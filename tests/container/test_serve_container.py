@@ -7,7 +7,7 @@ import json
 import random
 
 import pytest
-import sagemaker_container as sm
+from support import containers as sm
 
 pytestmark = pytest.mark.container
 

@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-import sagemaker_container as sm
+from support import containers as sm
 
 pytestmark = pytest.mark.container
 

@@ -7,7 +7,7 @@ request through /proc/PID/clear_refs inside the container) stays under 1 GiB. Pr
 status and writes it as JSON under the test's tmp dir (and to $IMGCLF_FUZZ_REPORT when set).
 
 The image: $IMGCLF_FUZZ_SERVE_IMAGE when set (built by the caller), else the container tier's images, built from
-the working tree when stale (tests/container/sagemaker_container.py). Runs in about two minutes once the image
+the working tree when stale (tests/support/containers.py). Runs in about two minutes once the image
 exists.
 """
 
@@ -24,9 +24,9 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import hostile_payloads as hp
 import pytest
-import sagemaker_container as sm
+import support.containers as sm
+import support.hostile_payloads as hp
 
 from imgclf.model import ModelMeta, build_model, save_artifact
 

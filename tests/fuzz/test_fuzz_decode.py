@@ -10,9 +10,9 @@ import random
 import time
 from collections import Counter, defaultdict
 
-import hostile_payloads as hp
 import numpy as np
 import pytest
+import support.hostile_payloads as hp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image

@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from imgclf_testkit import FAST_HYPERPARAMETERS, make_opt_ml, sagemaker_train
+from support.training import FAST_HYPERPARAMETERS, make_opt_ml, sagemaker_train
 from unit.test_formats import write_hdf5_channel, write_manifest_channel
 
 from imgclf.hyperparameters import Hyperparameters

@@ -6,7 +6,8 @@ import json
 import subprocess
 
 import pytest
-from imgclf_testkit import FAST_HYPERPARAMETERS, VENV_BIN
+from support import VENV_BIN
+from support.training import FAST_HYPERPARAMETERS
 
 pytestmark = pytest.mark.integration
 

@@ -12,15 +12,9 @@ import time
 
 import pytest
 import torch
-from imgclf_testkit import (
-    FAST_HYPERPARAMETERS,
-    VENV_BIN,
-    fast_flags,
-    free_port,
-    make_opt_ml,
-    read_until,
-    sagemaker_train,
-)
+from support import VENV_BIN
+from support.ports import free_port
+from support.training import FAST_HYPERPARAMETERS, fast_flags, make_opt_ml, read_until, sagemaker_train
 
 from imgclf.metrics import METRIC_DEFINITIONS
 from imgclf.model import load_artifact

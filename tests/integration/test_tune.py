@@ -8,7 +8,7 @@ import subprocess
 
 import optuna
 import pytest
-from imgclf_testkit import VENV_BIN
+from support import VENV_BIN
 
 from imgclf import tuning
 from imgclf.hyperparameters import Hyperparameters

@@ -1,6 +1,6 @@
-"""Local-mode tier: fixtures live in localmode_support.py (helpers the tests import too)."""
+"""Local-mode tier: fixtures live in support/localmode.py (helpers the tests import too)."""
 
-from localmode_support import (  # noqa: F401  (fixtures pytest collects from this conftest)
+from support.localmode import (  # noqa: F401  (fixtures pytest collects from this conftest)
     docker_ready,
     localmode,
     localmode_lock,

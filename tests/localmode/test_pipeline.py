@@ -19,8 +19,8 @@ import time
 import urllib.request
 
 import pytest
-from imgclf_testkit import VENV_BIN
-from localmode_support import CONTAINER_HYPERPARAMETERS, SERVE_IMAGE, TRAIN_IMAGE
+from support import VENV_BIN
+from support.localmode import CONTAINER_HYPERPARAMETERS, SERVE_IMAGE, TRAIN_IMAGE
 
 pytestmark = pytest.mark.localmode
 

@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from localmode_support import CONTAINER_HYPERPARAMETERS, jpeg_samples, local_top1, top1
+from support.localmode import CONTAINER_HYPERPARAMETERS, jpeg_samples, local_top1, top1
 
 from imgclf.metrics import METRIC_DEFINITIONS
 

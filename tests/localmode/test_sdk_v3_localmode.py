@@ -6,7 +6,7 @@ from __future__ import annotations
 import tarfile
 
 import pytest
-from localmode_support import CONTAINER_HYPERPARAMETERS, jpeg_samples, local_top1, top1
+from support.localmode import CONTAINER_HYPERPARAMETERS, jpeg_samples, local_top1, top1
 
 pytestmark = pytest.mark.localmode
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from localmode_support import LOCAL_HYPERPARAMETERS
+from support.localmode import LOCAL_HYPERPARAMETERS
 
 from imgclf.hyperparameters import SPEC, Categorical, Continuous, Hyperparameters, Integer
 from imgclf.metrics import METRIC_DEFINITIONS

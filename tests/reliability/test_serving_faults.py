@@ -19,7 +19,8 @@ import zlib
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rel_helpers import VENV_BIN, loadgen
+from support import VENV_BIN
+from support.reliability import loadgen
 
 pytestmark = pytest.mark.reliability
 

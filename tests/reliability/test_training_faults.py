@@ -12,18 +12,9 @@ import subprocess
 import time
 
 import pytest
-from rel_helpers import (
-    FAST_HYPERPARAMETERS,
-    VENV_BIN,
-    fast_flags,
-    imgclf_train,
-    make_opt_ml,
-    metric,
-    read_until,
-    sagemaker_train,
-    small_sample,
-    small_tmpfs,
-)
+from support import VENV_BIN
+from support.reliability import imgclf_train, metric, small_sample, small_tmpfs
+from support.training import FAST_HYPERPARAMETERS, fast_flags, make_opt_ml, read_until, sagemaker_train
 
 pytestmark = pytest.mark.reliability
 

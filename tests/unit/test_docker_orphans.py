@@ -5,7 +5,7 @@ import importlib.util
 import json
 
 import pytest
-from imgclf_testkit import REPO
+from support import REPO
 
 pytestmark = pytest.mark.unit
 

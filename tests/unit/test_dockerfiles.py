@@ -4,7 +4,7 @@ images share the venv layer (checked on real images in tests/container/test_imag
 import re
 
 import pytest
-from imgclf_testkit import REPO
+from support import REPO
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-from imgclf_testkit import FAST_HYPERPARAMETERS
-from mms_helpers import Served
+from support.served import Served
+from support.training import FAST_HYPERPARAMETERS
 
 # The trainer settings that fit the digits sample fast (random init, 32 px); 3 epochs reach ~85-98 %.
 TRAIN_SETTINGS = FAST_HYPERPARAMETERS

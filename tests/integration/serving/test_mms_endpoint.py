@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mms_helpers import VENV_BIN, http, worker_start_time
 from PIL import Image
+from support import VENV_BIN
+from support.served import http, worker_start_time
 
 from imgclf.data import eval_transform, open_rgb
 from imgclf.model import load_artifact

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from mms_helpers import http
+from support.served import http
 
 from imgclf.model import ModelMeta, build_model, save_artifact
 

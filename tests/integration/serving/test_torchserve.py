@@ -11,7 +11,9 @@ import time
 
 import psutil
 import pytest
-from mms_helpers import VENV_BIN, free_port, http
+from support import VENV_BIN
+from support.ports import free_port
+from support.served import http
 
 import imgclf.serving.torchserve_handler as ts_handler
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from serving_helpers import CLASSES, mms_context
+from support.handler_calls import CLASSES, mms_context
 
 from imgclf.model import ModelMeta, build_model, save_artifact
 from imgclf.serving.handler import ImageClassifierHandler

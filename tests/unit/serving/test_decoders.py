@@ -9,11 +9,11 @@ import struct
 import time
 import zlib
 
-import hostile_payloads as hp
 import numpy as np
 import pytest
+import support.hostile_payloads as hp
 from PIL import Image
-from serving_helpers import image_bytes
+from support.handler_calls import image_bytes
 
 from imgclf.serving import decoders
 from imgclf.serving.errors import ClientError

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 
 import pytest
-from serving_helpers import call_one, image_bytes
+from support.handler_calls import call_one, image_bytes
 
 from imgclf.serving import decoders, errors, limits
 from imgclf.serving.environment import request_limits_from_env

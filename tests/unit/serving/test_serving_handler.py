@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from serving_helpers import CLASSES, call, call_one, image_bytes
+from support.handler_calls import CLASSES, call, call_one, image_bytes
 
 from imgclf.serving.handler import ImageClassifierHandler
 
@@ -103,7 +103,7 @@ def test_probabilities_on_request_via_custom_attributes(handler):
 
 
 def test_handler_loads_whatever_model_dir_the_server_gives(tmp_path):
-    from serving_helpers import mms_context
+    from support.handler_calls import mms_context
 
     from imgclf.model import ModelMeta, build_model, save_artifact
 

@@ -1,4 +1,4 @@
-"""Helpers the reliability tests share (fixtures stay in tests/conftest.py; the common ones in imgclf_testkit)."""
+"""Helpers the reliability tests share: tiny samples, `imgclf train`, metric lines, a tmpfs, the load generator."""
 
 from __future__ import annotations
 
@@ -10,15 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from imgclf_testkit import (  # noqa: F401  (re-exported for the reliability tests)
-    FAST_HYPERPARAMETERS,
-    REPO,
-    VENV_BIN,
-    fast_flags,
-    make_opt_ml,
-    read_until,
-    sagemaker_train,
-)
+
+from support import REPO, VENV_BIN
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import loadgen  # noqa: E402,F401  (the benchmarks' load generator and server helpers, re-exported)

@@ -1,12 +1,14 @@
 """Run the images the way SageMaker does: "train on a fake /opt/ml" and "serve and wait for /ping".
 
 One helper for every tier that runs our containers (like aws/sagemaker-scikit-learn-container's
-test/utils/local_mode.py). Plain functions over the docker CLI, no fixtures: tests/container/conftest.py wraps them.
+test/utils/local_mode.py). Plain functions over the docker CLI, no fixtures: tests/container/conftest.py and
+support/localmode.py wrap them.
 
 - `ensure_images()` builds both images with the project's one build command (`scripts/build_push.sh --local`) on
   the offline test base (`scripts/base_image.sh`) and the wheelhouse (`docker/wheelhouse.sh`), or reuses them
   when they are newer than every file that goes into them (IMGCLF_REBUILD=1 forces a build, IMGCLF_NO_BUILD=1
   takes them as they are).
+- `ensure_wheelhouse()` is that build's wheelhouse step on its own (the packaging test installs from it too).
 - `opt_ml()` lays out what SageMaker writes before `train`; `train()` / `start_train()` run `IMAGE train` on it.
 - `model_from_tarball()` is the hand-off: model/ -> model.tar.gz -> unpacked, as SageMaker does.
 - `Server` (`with serve(...) as server:`) runs `IMAGE serve` on a free 127.0.0.1 port and waits for /ping.
@@ -20,7 +22,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -31,11 +32,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from support import REPO
+from support.ports import free_port
+
 TRAIN_IMAGE = os.environ.get("IMGCLF_TRAIN_IMAGE", "imgclf-train:latest")
 SERVE_IMAGE = os.environ.get("IMGCLF_SERVE_IMAGE", "imgclf-serve:latest")
 TEST_BASE = os.environ.get("IMGCLF_TEST_BASE", "imgclf-base:bookworm")
 TEST_LABEL = "imgclf.test=1"
+# docker/wheelhouse.sh's output, for the test base's Python (Debian bookworm: 3.11).
+WHEELHOUSE = REPO / "wheelhouse"
+WHEELHOUSE_PYTHON = "3.11"
 # What goes into the images: newer than the image -> rebuild (BuildKit's cache makes an unchanged rebuild cheap,
 # but a pruned cache does not; this keeps CI from rebuilding 6 GB when nothing changed).
 IMAGE_INPUTS = ("Dockerfile.train", "Dockerfile.serve", "pyproject.toml", "README.md", "docker", "src")
@@ -70,12 +76,6 @@ def docker_problem() -> str | None:
     if r.returncode != 0:
         return f"the Docker daemon does not answer ({r.stderr.strip()[:200]}): run `bash scripts/docker_setup.sh`."
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _newest_input_mtime() -> float:
@@ -120,26 +120,33 @@ def ensure_images(log=print) -> dict[str, float]:
     # The stale images go first: a cold build cannot reuse their layers, and keeping them would add ~7 GB to the
     # build's peak disk use on a machine that may have little.
     docker("rmi", TRAIN_IMAGE, SERVE_IMAGE, check=False)
-    env = {**os.environ, "DOCKER": DOCKER}
-    for step, cmd in (
-        ("base_image", ["bash", "scripts/base_image.sh", TEST_BASE]),
-        ("wheelhouse", ["bash", "docker/wheelhouse.sh", "--python-version", "3.11"]),
-        (
-            "build",
-            ["bash", "scripts/build_push.sh", "--local", "--local-tag", train_tag[1], "--base-image", TEST_BASE],
-        ),
-    ):
-        marker = REPO / "wheelhouse" / "PYTHON_VERSION"
-        lock = REPO / "docker" / "constraints.txt"
-        if step == "wheelhouse" and marker.is_file() and marker.stat().st_mtime > lock.stat().st_mtime:
-            continue  # filled since the lock last changed (pip would only re-check every file over the network)
-        start = time.monotonic()
-        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-        timings[step] = time.monotonic() - start
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
-        log(f"{' '.join(cmd)}: {timings[step]:.0f} s")
+    timings["base_image"] = _run_step(["bash", "scripts/base_image.sh", TEST_BASE], log)
+    timings.update(ensure_wheelhouse(log))
+    build = ["bash", "scripts/build_push.sh", "--local", "--local-tag", train_tag[1], "--base-image", TEST_BASE]
+    timings["build"] = _run_step(build, log)
     return timings
+
+
+def _run_step(cmd: list[str], log) -> float:
+    start = time.monotonic()
+    env = {**os.environ, "DOCKER": DOCKER}
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    seconds = time.monotonic() - start
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+    log(f"{' '.join(cmd)}: {seconds:.0f} s")
+    return seconds
+
+
+def ensure_wheelhouse(log=print) -> dict[str, float]:
+    """wheelhouse/ filled for the test base's Python (3.11) by docker/wheelhouse.sh, unless it was filled since
+    the lock last changed (pip would only re-check every file over the network); returns {step: seconds}."""
+    marker = WHEELHOUSE / "PYTHON_VERSION"
+    lock = REPO / "docker" / "constraints.txt"
+    if marker.is_file() and marker.stat().st_mtime > lock.stat().st_mtime:
+        return {}
+    cmd = ["bash", "docker/wheelhouse.sh", "--python-version", WHEELHOUSE_PYTHON]
+    return {"wheelhouse": _run_step(cmd, log)}
 
 
 # ---- training ----

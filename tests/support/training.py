@@ -1,8 +1,7 @@
-"""Helpers every test tier shares: a fake /opt/ml, sagemaker-training's `train` on it, free ports, fast settings.
+"""Training helpers every tier shares: fast settings, a fake /opt/ml, sagemaker-training's `train` on it.
 
 No test writes to the real /opt/ml: the SageMaker layout is built under tmp and passed as SAGEMAKER_BASE_DIR
-(the training toolkit's own convention). A module of its own, importable as `imgclf_testkit` (pyproject sets
-pytest's pythonpath to tests/): `from conftest import` is ambiguous once several folders have a conftest.py.
+(the training toolkit's own convention).
 """
 
 from __future__ import annotations
@@ -11,14 +10,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
+from support import VENV_BIN
 
 # Settings that train the digits sample well in seconds (random init: no weights can be downloaded here).
 FAST_HYPERPARAMETERS = {
@@ -55,12 +51,6 @@ def read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
             return "".join(seen)
     proc.kill()
     raise AssertionError(f"{pattern!r} not seen in time; output:\n{''.join(seen)[-3000:]}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_opt_ml(

@@ -1,14 +1,11 @@
-"""Helpers for the serving integration tests: HTTP without exceptions, and `imgclf serve` as a managed process."""
+"""`imgclf serve` as a managed process (start, wait for /ping, SIGTERM, leftovers), and HTTP without exceptions."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,20 +13,8 @@ from pathlib import Path
 
 import psutil
 
-VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A free port MMS accepts: its front-end refuses port numbers >= 32767 (ephemeral ports usually are)."""
-    for _ in range(200):
-        port = random.randint(20000, 32766)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32767")
+from support import VENV_BIN
+from support.ports import free_port
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 60):

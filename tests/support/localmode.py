@@ -1,4 +1,4 @@
-"""SageMaker SDK local mode against our real images: fixtures (registered by conftest.py) and helpers.
+"""SageMaker SDK local mode against our images: fixtures (registered by tests/localmode/conftest.py), helpers.
 
 Each test runs a driver script (tests/localmode/drivers/) with an SDK venv's python (.venv-sdk2 or .venv-sdk3,
 made by scripts/sdk_venvs.sh: SDK v2 and v3 are one distribution name and cannot share a venv). A driver prints
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sagemaker_container
-from imgclf_testkit import FAST_HYPERPARAMETERS, REPO, VENV_BIN
 
-DRIVERS = Path(__file__).parent / "drivers"
+from support import REPO, VENV_BIN, containers
+from support.training import FAST_HYPERPARAMETERS
+
+DRIVERS = REPO / "tests" / "localmode" / "drivers"
 TRAIN_IMAGE = os.environ.get("IMGCLF_TRAIN_IMAGE", "imgclf-train:latest")
 SERVE_IMAGE = os.environ.get("IMGCLF_SERVE_IMAGE", "imgclf-serve:latest")
 LOCK_FILE = Path(os.environ.get("IMGCLF_LOCALMODE_LOCK", "/tmp/imgclf-localmode.lock"))
@@ -82,11 +83,9 @@ def docker_ready() -> None:
 
 
 def _require_image(image: str) -> str:
-    if image in (sagemaker_container.TRAIN_IMAGE, sagemaker_container.SERVE_IMAGE) and not os.environ.get(
-        "IMGCLF_NO_BUILD"
-    ):
+    if image in (containers.TRAIN_IMAGE, containers.SERVE_IMAGE) and not os.environ.get("IMGCLF_NO_BUILD"):
         # The container tier's one build step: builds when missing or older than the sources, else returns.
-        sagemaker_container.ensure_images()
+        containers.ensure_images()
     if _run(["docker", "image", "inspect", image]).returncode:
         pytest.fail(
             f"Image {image} is not built: run `bash scripts/build_push.sh --local` "
