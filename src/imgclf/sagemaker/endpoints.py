@@ -37,7 +37,9 @@ from imgclf.sagemaker.autoscaling import (
 )
 from imgclf.sagemaker.aws_errors import aws_call
 
-JSON = "application/json"
+# Our answers' types (serving/encoders.py), captured as text; anything else (images, .npy) is captured base64.
+CAPTURE_JSON_TYPES = ("application/json", "application/jsonlines", "application/x-jsonlines")
+CAPTURE_CSV_TYPES = ("text/csv",)  # we never answer CSV; listed because SDK v2 always sends it (same request)
 
 REALTIME_MAX_PAYLOAD_MB = 6
 SERVERLESS_MAX_PAYLOAD_MB = 4
@@ -193,15 +195,16 @@ def default_async_output(bucket: str | None, prefix: str, endpoint_name: str) ->
 
 @dataclass(frozen=True)
 class DataCapture:
-    """Requests and answers written to S3 as JSON Lines. Our answers are application/json, captured as text;
-    image requests (image/*, application/x-npy) are captured base64-encoded, as SageMaker does for any type
-    not listed in JsonContentTypes/CsvContentTypes."""
+    """Requests and answers written to S3 as JSON Lines. Our JSON / JSON Lines answers are captured as text;
+    image requests (image/*, application/x-npy) and .npy answers are captured base64-encoded, as SageMaker does
+    for any type not listed in JsonContentTypes/CsvContentTypes."""
 
     destination: str
     sampling_percent: int = 20  # the SDK's default
     capture_input: bool = True
     capture_output: bool = True
-    json_content_types: tuple[str, ...] = (JSON,)
+    json_content_types: tuple[str, ...] = CAPTURE_JSON_TYPES
+    csv_content_types: tuple[str, ...] = CAPTURE_CSV_TYPES
 
     def __post_init__(self) -> None:
         _s3_uri(self.destination, "--data-capture")
@@ -218,7 +221,10 @@ class DataCapture:
             "InitialSamplingPercentage": self.sampling_percent,
             "DestinationS3Uri": self.destination.rstrip("/"),
             "CaptureOptions": [{"CaptureMode": m} for m in modes],
-            "CaptureContentTypeHeader": {"JsonContentTypes": list(self.json_content_types)},
+            "CaptureContentTypeHeader": {
+                "CsvContentTypes": list(self.csv_content_types),
+                "JsonContentTypes": list(self.json_content_types),
+            },
         }
 
 
@@ -299,6 +305,7 @@ def sdk_v2_data_capture(data_capture: DataCapture):
         destination_s3_uri=data_capture.destination.rstrip("/"),
         capture_options=options,
         json_content_types=list(data_capture.json_content_types),
+        csv_content_types=list(data_capture.csv_content_types),
     )
 
 
