@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from imgclf.errors import UserError
-from imgclf.sagemaker.aws_errors import aws_call, user_error
+from imgclf.sagemaker.aws_errors import aws_call
 
 DEFAULT_VARIANT = "AllTraffic"
 
@@ -140,23 +140,34 @@ def apply_autoscaling(autoscaling_client, endpoint_name: str, scaling: Autoscali
 
 
 def remove_autoscaling(autoscaling_client, endpoint_name: str, variant: str = DEFAULT_VARIANT) -> bool:
-    """Delete our policy and deregister the target; False when nothing was registered."""
-    import botocore.exceptions as bx
+    """Delete every policy on the variant and deregister it; False when nothing was registered.
 
+    Looked up first rather than deleting blind: AWS answers a missing one with ObjectNotFoundException, moto with
+    ValidationException, and the policy may have been made by hand under another name.
+    """
     ids = {
         "ServiceNamespace": SCALING_NAMESPACE,
         "ResourceId": resource_id(endpoint_name, variant),
         "ScalableDimension": SCALABLE_DIMENSION,
     }
-    try:
-        autoscaling_client.delete_scaling_policy(PolicyName=policy_name(endpoint_name, variant), **ids)
-    except bx.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ObjectNotFoundException":
-            raise user_error("DeleteScalingPolicy", exc) from None
-    try:
-        autoscaling_client.deregister_scalable_target(**ids)
-    except bx.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ObjectNotFoundException":
-            return False
-        raise user_error("DeregisterScalableTarget", exc) from None
+    policies = aws_call(
+        "DescribeScalingPolicies",
+        autoscaling_client.describe_scaling_policies,
+        ServiceNamespace=SCALING_NAMESPACE,
+        ResourceId=ids["ResourceId"],
+        ScalableDimension=SCALABLE_DIMENSION,
+    )["ScalingPolicies"]
+    for policy in policies:
+        delete = autoscaling_client.delete_scaling_policy
+        aws_call("DeleteScalingPolicy", delete, PolicyName=policy["PolicyName"], **ids)
+    targets = aws_call(
+        "DescribeScalableTargets",
+        autoscaling_client.describe_scalable_targets,
+        ServiceNamespace=SCALING_NAMESPACE,
+        ResourceIds=[ids["ResourceId"]],
+        ScalableDimension=SCALABLE_DIMENSION,
+    )["ScalableTargets"]
+    if not targets:
+        return False
+    aws_call("DeregisterScalableTarget", autoscaling_client.deregister_scalable_target, **ids)
     return True
