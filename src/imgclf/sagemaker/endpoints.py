@@ -419,3 +419,20 @@ def options_from_args(args, instance_type: str | None, needed_mb: int | None = N
         if async_inference is not None:
             raise UserError("Choose one: --serverless or --async-output (Asynchronous Inference runs on instances).")
     return EndpointOptions(scaling, serverless, async_inference, capture, bool(args.dashboard))
+
+
+def refuse_in_local_mode(options: EndpointOptions) -> None:
+    """SageMaker local mode runs none of these: say so instead of silently deploying a plain endpoint."""
+    flags = {
+        "--autoscale": options.autoscaling,
+        "--serverless": options.serverless,
+        "--async-output": options.async_inference,
+        "--data-capture": options.data_capture,
+        "--dashboard": options.dashboard,
+    }
+    asked = [flag for flag, on in flags.items() if on]
+    if asked:
+        raise UserError(
+            f"SageMaker local mode does not run {', '.join(asked)}: deploy without --local (or drop them). The "
+            "serve container's side of each is tested directly (docs/production-endpoints.md)."
+        )

@@ -327,3 +327,9 @@ def test_sdk_v2_objects_send_the_same_requests_as_the_boto3_path():
             **({"AsyncInferenceConfig": got["async"]} if kind == "async" else {}),
             **({"DataCaptureConfig": got["capture"]} if kind == "capture" else {}),
         })  # fmt: skip
+
+
+def test_local_mode_refuses_the_options_it_cannot_run():
+    endpoints.refuse_in_local_mode(endpoints.options_from_args(_args(), "local"))
+    with pytest.raises(UserError, match="local mode does not run --serverless, --dashboard"):
+        endpoints.refuse_in_local_mode(endpoints.options_from_args(_args("--serverless", "2048", "--dashboard"), None))
