@@ -164,3 +164,30 @@ def request_limits_from_env(resize_short_side: int | None = None):
         except ValueError:
             raise ValueError(f"{name}={raw!r} is not a number") from None
     return RequestLimits(**values)
+
+
+# ---- request metrics (imgclf.serving.request_metrics) -----------------------------------------------------------
+#   IMGCLF_REQUEST_METRICS      on | off: one CloudWatch EMF line per request batch (default on)
+#   IMGCLF_REQUEST_METRICS_TO   where the lines go: a file path (e.g. /proc/1/fd/1, the container's stdout, free
+#                               of MMS's log prefix) or empty for the worker's own stdout (default)
+#   IMGCLF_ENDPOINT_NAME / IMGCLF_ENDPOINT_VARIANT  the metrics' dimensions (`imgclf sagemaker deploy` sets them)
+
+
+@dataclass(frozen=True)
+class RequestMetricsSettings:
+    enabled: bool
+    destination: str
+    endpoint_name: str
+    variant: str
+
+
+def request_metrics_settings() -> RequestMetricsSettings:
+    raw = os.environ.get("IMGCLF_REQUEST_METRICS", "on").strip().lower()
+    if raw not in {"", "on", "off", "1", "0", "true", "false"}:
+        raise ValueError(f"IMGCLF_REQUEST_METRICS={raw!r} must be on or off")
+    return RequestMetricsSettings(
+        enabled=raw not in {"off", "0", "false"},
+        destination=os.environ.get("IMGCLF_REQUEST_METRICS_TO", "").strip(),
+        endpoint_name=os.environ.get("IMGCLF_ENDPOINT_NAME", "").strip() or "local",
+        variant=os.environ.get("IMGCLF_ENDPOINT_VARIANT", "").strip() or "AllTraffic",
+    )

@@ -28,6 +28,7 @@ from imgclf.data import eval_transform
 from imgclf.model import load_artifact
 from imgclf.serving import decoders, encoders, errors
 from imgclf.serving.environment import ServingSettings, request_limits_from_env, torch_threads
+from imgclf.serving.request_metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class ImageClassifierHandler:
         self.model: torch.nn.Module | None = None
         self.device = torch.device("cpu")
         self.settings = ServingSettings.from_env()
+        self.request_metrics = RequestMetrics()  # one EMF line per batch (IMGCLF_REQUEST_METRICS=off: none)
 
     # ---- TorchServe's four steps -------------------------------------------------------------------------------
 
@@ -185,7 +187,9 @@ class ImageClassifierHandler:
             return None
         if not self.initialized:
             self.initialize(context)
+        started = time.perf_counter()  # request metrics
         batch = self.preprocess(data, context)
+        decoded = time.perf_counter()  # request metrics
         probs = None
         if batch.tensor is not None:
             if len(data) > 1:  # MMS micro-batch: make it visible that requests shared a forward pass
@@ -199,7 +203,9 @@ class ImageClassifierHandler:
         for idx, exc in batch.failures.items():
             if errors.http_error(exc)[0] >= 500:
                 log.error("Request %d failed: %s", idx, "".join(traceback.format_exception(exc)))
+        forwarded = time.perf_counter()  # request metrics
         answers = self.postprocess(probs, batch, len(data))
+        encoded = time.perf_counter()  # request metrics
         bodies = []
         for idx, (status, type_or_phrase, body) in enumerate(answers):
             if status == 200:
@@ -208,7 +214,26 @@ class ImageClassifierHandler:
                 context.set_response_status(code=status, phrase=type_or_phrase, idx=idx)
                 context.set_response_content_type(idx, "text/plain")
             bodies.append(body)
+        self._emit_request_metrics(data, context, batch, answers, (started, decoded, forwarded, encoded))
         return bodies
+
+    def _emit_request_metrics(self, data: list, context: Any, batch: Batch, answers: list, marks: tuple) -> None:
+        """The request metrics hook (imgclf.serving.request_metrics): timings from the four perf_counter marks."""
+        if not self.request_metrics.enabled:
+            return
+        started, decoded, forwarded, encoded = marks
+        self.request_metrics.emit(
+            timings_ms={
+                "DecodeMs": (decoded - started) * 1000,
+                "ForwardMs": (forwarded - decoded) * 1000,
+                "EncodeMs": (encoded - forwarded) * 1000,
+                "TotalMs": (time.perf_counter() - started) * 1000,
+            },
+            batch_size=len(data),
+            images=0 if batch.tensor is None else int(batch.tensor.shape[0]),
+            statuses=[status for status, _, _ in answers],
+            model_name=getattr(context, "model_name", None),
+        )
 
 
 def _env_workers() -> int:
