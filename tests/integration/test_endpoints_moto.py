@@ -17,7 +17,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from imgclf_testkit import free_port
+from support.ports import free_port
 
 from imgclf.async_client import predict_async, wait_for_answer
 from imgclf.errors import UserError

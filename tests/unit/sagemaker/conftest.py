@@ -33,14 +33,3 @@ def no_aws(monkeypatch, tmp_path):
         "AWS_WEB_IDENTITY_TOKEN_FILE",
     ):
         monkeypatch.delenv(var, raising=False)
-
-
-def sdk_installed() -> bool:
-    """By distribution, not find_spec: this folder, on sys.path's parent, is itself a `sagemaker` namespace."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version("sagemaker")
-    except PackageNotFoundError:
-        return False
-    return True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import sdk_installed
+from support.sdk import sdk_installed
 
 from imgclf import cli
 

@@ -7,7 +7,7 @@ tests/localmode with the real SDK v2 (drivers/tuner.py compares the requests).
 from __future__ import annotations
 
 import pytest
-from conftest import sdk_installed
+from support.sdk import sdk_installed
 
 from imgclf.errors import UserError
 from imgclf.sagemaker import sdk_v2

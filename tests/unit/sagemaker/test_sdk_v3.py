@@ -6,7 +6,7 @@ ModelTrainer itself is checked under tests/localmode with the real SDK v3 (drive
 from __future__ import annotations
 
 import pytest
-from conftest import sdk_installed
+from support.sdk import sdk_installed
 
 from imgclf.errors import UserError
 from imgclf.sagemaker import sdk_v3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import sdk_installed
+from support.sdk import sdk_installed
 
 from imgclf.errors import UserError
 from imgclf.sagemaker import target

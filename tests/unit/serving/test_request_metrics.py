@@ -7,7 +7,7 @@ import io
 import json
 
 import pytest
-from serving_helpers import call, image_bytes
+from support.handler_calls import call, image_bytes
 
 from imgclf.serving import request_metrics
 from imgclf.serving.environment import RequestMetricsSettings, request_metrics_settings
