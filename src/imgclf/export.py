@@ -1,0 +1,305 @@
+"""Optimised inference engines next to model.pt, each kept only if it predicts what the eager model predicts.
+
+    record = export_engines(model_dir, valid_dir, calibration_dir)
+
+Candidates (files written beside model.pt):
+    onnx   model.onnx       torch.onnx export (fp32, dynamic batch axis), run by ONNX Runtime
+    int8   model.int8.onnx  ONNX Runtime static quantization of model.onnx: QDQ, per-channel int8 weights,
+                            uint8 activations calibrated (MinMax) on up to CALIBRATION_IMAGES training images
+
+Each candidate runs on the validation images next to eager PyTorch. It is kept only when its top-1 agrees with
+eager on >= MIN_AGREEMENT of them and its accuracy is within MAX_ACCURACY_DROP of eager's; otherwise its file is
+deleted and the reason logged (and recorded under "rejected"). The p50 latency of one image (batch 1, the
+preprocessed tensor: the engine's own cost) is measured for eager and every candidate in interleaved rounds, so
+a busy machine slows them alike.
+
+The returned record (JSON-able) is what serving's `engines.choose_engine` reads:
+    {"eager": {"accuracy", "p50_ms", "size_bytes"},
+     "engines": {name: {"file", "sha256", "agreement", "accuracy", "p50_ms", "p95_ms", "size_bytes", ...}},
+     "rejected": {name: reason}, "validation": {"images", "calibration_images", "threads"}}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgclf.errors import UserError
+from imgclf.serving.engines import INT8, ONNX, ONNX_INPUT, EagerEngine, OnnxEngine, sha256_file
+from imgclf.serving.preprocess import Preprocessing, Preprocessor
+from imgclf.system import cpu_count
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+CANDIDATES = (ONNX, INT8)
+MIN_AGREEMENT = 0.995
+MAX_ACCURACY_DROP = 0.005
+CALIBRATION_IMAGES = 300
+MAX_VALIDATION_IMAGES = 2000
+OPSET = 18
+LATENCY_RUNS = 40
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+# ---- images -----------------------------------------------------------------------------------------------------
+
+
+def load_images(
+    root: str | Path, classes: Sequence[str], preprocessor: Preprocessor, limit: int, channel: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `limit` images of an ImageFolder channel, spread evenly over it (so every class is represented),
+    preprocessed exactly as serving does without draft mode: (N, 3, S, S) float32 and (N,) labels."""
+    from imgclf.data import open_rgb, scan_image_folder
+
+    samples = scan_image_folder(root, classes=list(classes), channel=channel).samples
+    if len(samples) > limit:
+        picks = np.linspace(0, len(samples) - 1, limit).round().astype(int)
+        samples = [samples[i] for i in picks]
+    batch = preprocessor.batch([open_rgb(path) for path, _ in samples])
+    return batch, np.array([label for _, label in samples], dtype=np.int64)
+
+
+# ---- candidates -------------------------------------------------------------------------------------------------
+
+
+def export_onnx(model: Any, image_size: int, path: Path) -> str:
+    """torch.onnx.export with a dynamic batch axis; the torch.export-based exporter (offline, onnxscript), else the
+    TorchScript-based one if that fails for this architecture. Returns the exporter used."""
+    import torch
+
+    example = (torch.zeros(1, 3, image_size, image_size),)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                example,
+                str(tmp),
+                dynamo=True,
+                input_names=[ONNX_INPUT],
+                output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                opset_version=OPSET,
+                external_data=False,
+                verbose=False,
+            )
+        exporter = "dynamo"
+    except Exception as exc:  # noqa: BLE001 - any failure of the new exporter: try the old one
+        log.warning("torch.export-based ONNX export failed (%s); using the TorchScript-based exporter", exc)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                example,
+                str(tmp),
+                dynamo=False,
+                input_names=[ONNX_INPUT],
+                output_names=["logits"],
+                dynamic_axes={ONNX_INPUT: {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
+            )
+        exporter = "torchscript"
+    os.replace(tmp, path)
+    return exporter
+
+
+class _Calibration:
+    """onnxruntime.quantization.CalibrationDataReader over preprocessed images, a few at a time."""
+
+    def __init__(self, images: np.ndarray, batch: int = 8) -> None:
+        self.chunks = iter([images[i : i + batch] for i in range(0, len(images), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        chunk = next(self.chunks, None)
+        return None if chunk is None else {ONNX_INPUT: chunk}
+
+
+def quantize_int8(onnx_path: Path, path: Path, calibration: np.ndarray) -> None:
+    """Static int8 quantization (QDQ, per-channel weights), after ONNX Runtime's recommended pre-processing
+    (shape inference and graph optimisation, which folds BatchNorm into the convolutions)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(_Calibration, CalibrationDataReader):
+        pass
+
+    prepared = path.with_name(path.name + ".pre.tmp")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(tmp),
+            Reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        os.replace(tmp, path)
+    finally:
+        prepared.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+# ---- validation and timing --------------------------------------------------------------------------------------
+
+
+def predictions(predict: Predict, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    return np.concatenate([predict(images[i : i + batch]).argmax(axis=1) for i in range(0, len(images), batch)])
+
+
+def latencies_ms(engines: dict[str, Predict], image: np.ndarray, runs: int = LATENCY_RUNS) -> dict[str, np.ndarray]:
+    """Batch-1 latency of each engine, interleaved run by run (after a warm-up of each)."""
+    one = np.ascontiguousarray(image[None], dtype=np.float32)
+    for predict in engines.values():
+        for _ in range(3):
+            predict(one)
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(runs):
+        for name, predict in engines.items():
+            start = time.perf_counter()
+            predict(one)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: np.asarray(t) for name, t in times.items()}
+
+
+def verdict(agreement: float, accuracy: float, eager_accuracy: float) -> str | None:
+    """None when a candidate may be kept, else the reason it may not."""
+    if agreement < MIN_AGREEMENT:
+        return f"top-1 agreement with eager {agreement:.2%} < {MIN_AGREEMENT:.1%}"
+    if abs(accuracy - eager_accuracy) > MAX_ACCURACY_DROP:
+        return f"accuracy {accuracy:.2%} differs from eager's {eager_accuracy:.2%} by more than {MAX_ACCURACY_DROP:.1%}"
+    return None
+
+
+# ---- the export -------------------------------------------------------------------------------------------------
+
+
+def export_engines(
+    model_dir: str | Path,
+    valid_dir: str | Path,
+    calibration_dir: str | Path | None = None,
+    candidates: Sequence[str] = CANDIDATES,
+    threads: int | None = None,
+    max_valid: int = MAX_VALIDATION_IMAGES,
+    calibration_images: int = CALIBRATION_IMAGES,
+    latency_runs: int = LATENCY_RUNS,
+) -> dict[str, Any]:
+    """Export, validate and time the candidates; keep the ones that pass. See the module docstring."""
+    import torch
+
+    from imgclf.model import WEIGHTS_FILE, load_artifact
+
+    unknown = sorted(set(candidates) - set(CANDIDATES))
+    if unknown:
+        raise UserError(f"Unknown engine(s) {', '.join(unknown)}; candidates are {', '.join(CANDIDATES)}.")
+    model_dir = Path(model_dir)
+    threads = threads or cpu_count()
+    torch.set_num_threads(threads)
+    artifact = load_artifact(model_dir, "cpu")
+    classes = [artifact.index_to_name[i] for i in range(artifact.meta.num_classes)]
+    preprocessor = Preprocessor(Preprocessing.from_meta(artifact.meta), draft=False)
+    images, labels = load_images(valid_dir, classes, preprocessor, max_valid, "valid")
+    eager = EagerEngine(artifact.model, "cpu")
+    reference = predictions(eager.predict, images)
+    eager_accuracy = float((reference == labels).mean())
+    log.info("Eager: accuracy %.4f on %d validation images", eager_accuracy, len(labels))
+
+    files = {ONNX: ONNX_FILE, INT8: INT8_FILE}
+    kept: dict[str, dict[str, Any]] = {}
+    rejected: dict[str, str] = {}
+    engines: dict[str, Predict] = {"eager": eager.predict}
+    n_calibration = 0
+    exporter = None
+    try:
+        exporter = export_onnx(artifact.model, artifact.meta.image_size, model_dir / ONNX_FILE)
+    except Exception as exc:  # noqa: BLE001 - an architecture the exporters cannot handle: eager only
+        for name in candidates:
+            rejected[name] = f"ONNX export failed: {exc}"
+    if exporter and INT8 in candidates:
+        calibration = images
+        if calibration_dir is not None:
+            calibration, _ = load_images(calibration_dir, classes, preprocessor, calibration_images, "train")
+        else:
+            log.warning("No calibration channel: calibrating int8 on the validation images")
+        calibration = calibration[:calibration_images]
+        n_calibration = len(calibration)
+        try:
+            quantize_int8(model_dir / ONNX_FILE, model_dir / INT8_FILE, calibration)
+        except Exception as exc:  # noqa: BLE001 - recorded as the reason int8 is not kept
+            rejected[INT8] = f"quantization failed: {exc}"
+    for name in candidates:
+        path = model_dir / files[name]
+        if name in rejected or not path.is_file():
+            rejected.setdefault(name, "not exported")
+            continue
+        engine = OnnxEngine.load(path, name, "cpu", threads)
+        predicted = predictions(engine.predict, images)
+        agreement = float((predicted == reference).mean())
+        accuracy = float((predicted == labels).mean())
+        reason = verdict(agreement, accuracy, eager_accuracy)
+        if reason is not None:
+            rejected[name] = reason
+            log.warning("Engine %s not kept: %s", name, reason)
+            continue
+        engines[name] = engine.predict
+        kept[name] = {
+            "file": files[name],
+            "sha256": sha256_file(path),
+            "agreement": round(agreement, 5),
+            "accuracy": round(accuracy, 5),
+            "size_bytes": path.stat().st_size,
+        }
+        if name == ONNX:
+            kept[name]["exporter"] = exporter
+    for name in candidates:  # a file that was not kept must not be served
+        if name in rejected:
+            (model_dir / files[name]).unlink(missing_ok=True)
+    if ONNX not in candidates:
+        (model_dir / ONNX_FILE).unlink(missing_ok=True)  # only the source of the int8 graph
+
+    timings = latencies_ms(engines, images[0], latency_runs)
+    summary = {name: (float(np.percentile(t, 50)), float(np.percentile(t, 95))) for name, t in timings.items()}
+    for name, entry in kept.items():
+        entry["p50_ms"], entry["p95_ms"] = (round(v, 3) for v in summary[name])
+    record = {
+        "eager": {
+            "file": WEIGHTS_FILE,
+            "accuracy": round(eager_accuracy, 5),
+            "p50_ms": round(summary["eager"][0], 3),
+            "p95_ms": round(summary["eager"][1], 3),
+            "size_bytes": (model_dir / WEIGHTS_FILE).stat().st_size,
+        },
+        "engines": kept,
+        "rejected": rejected,
+        "validation": {
+            "images": len(labels),
+            "calibration_images": n_calibration,
+            "threads": threads,
+            "min_agreement": MIN_AGREEMENT,
+            "max_accuracy_drop": MAX_ACCURACY_DROP,
+        },
+    }
+    for name, entry in kept.items():
+        log.info(
+            "Engine %s kept: agreement %.2f%%, accuracy %.4f, p50 %.2f ms (eager %.2f ms), %.1f MB",
+            name,
+            100 * entry["agreement"],
+            entry["accuracy"],
+            entry["p50_ms"],
+            record["eager"]["p50_ms"],
+            entry["size_bytes"] / 1e6,
+        )
+    return record

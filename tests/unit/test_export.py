@@ -1,0 +1,98 @@
+"""imgclf.export: ONNX and int8 engines are exported next to model.pt, validated against eager on the validation
+images, timed, recorded with their checksums; a candidate that disagrees with eager is dropped with its reason."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from imgclf import export  # noqa: E402
+from imgclf.model import ModelMeta, build_model, save_artifact  # noqa: E402
+from imgclf.serving import engines  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
+CLASSES = [str(d) for d in range(10)]
+FAST = {"max_valid": 48, "calibration_images": 16, "latency_runs": 3, "threads": 1}
+
+
+def _artifact(out, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    save_artifact(build_model("resnet18", 10), ModelMeta.for_training("resnet18", 10, 32), CLASSES, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, sample_data):
+    model_dir = _artifact(tmp_path_factory.mktemp("exported"), seed=0)
+    record = export.export_engines(model_dir, sample_data / "valid", sample_data / "train", **FAST)
+    return model_dir, record
+
+
+def test_both_engines_are_kept_with_checksum_agreement_latency_and_size(exported):
+    model_dir, record = exported
+    assert set(record["engines"]) == {"onnx", "int8"}, record["rejected"]
+    for entry in record["engines"].values():
+        path = model_dir / entry["file"]
+        assert path.is_file()
+        assert entry["sha256"] == engines.sha256_file(path)
+        assert entry["agreement"] >= export.MIN_AGREEMENT
+        assert abs(entry["accuracy"] - record["eager"]["accuracy"]) <= export.MAX_ACCURACY_DROP
+        assert entry["p50_ms"] > 0 and entry["p95_ms"] >= entry["p50_ms"]
+        assert entry["size_bytes"] == path.stat().st_size
+    assert record["engines"]["int8"]["size_bytes"] < record["engines"]["onnx"]["size_bytes"] / 2
+    assert record["validation"]["images"] == 48 and record["validation"]["calibration_images"] == 16
+    assert not list(model_dir.glob("*.tmp"))
+
+
+def test_the_exported_onnx_has_a_dynamic_batch_axis_and_matches_eager(exported, sample_data):
+    model_dir, record = exported
+    onnx_engine = engines.OnnxEngine.load(model_dir / "model.onnx", threads=1)
+    eager = engines.EagerEngine.load(model_dir, threads=1)
+    batch = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(onnx_engine.predict(batch), eager.predict(batch), atol=1e-4)
+
+
+def test_the_record_drives_the_engine_choice(exported):
+    model_dir, record = exported
+    fastest = min(["eager", *record["engines"]], key=lambda n: (record["engines"].get(n) or record["eager"])["p50_ms"])
+    assert engines.choose_engine("auto", record) == fastest
+    assert engines.load_engine(model_dir, record, "int8", threads=1).name == "int8"
+
+
+def test_a_candidate_that_disagrees_with_eager_is_dropped_and_its_file_deleted(
+    exported, sample_data, tmp_path, monkeypatch
+):
+    source_dir, _ = exported
+    model_dir = _artifact(tmp_path / "other", seed=1)  # other weights than the graph handed to the export
+
+    def other_models_graph(model, image_size, path):
+        shutil.copy(source_dir / "model.onnx", path)
+        return "test"
+
+    monkeypatch.setattr(export, "export_onnx", other_models_graph)
+    record = export.export_engines(model_dir, sample_data / "valid", candidates=["onnx"], **FAST)
+    assert record["engines"] == {}
+    assert "agreement" in record["rejected"]["onnx"]
+    assert not (model_dir / "model.onnx").exists()
+
+
+def test_verdict_thresholds():
+    assert export.verdict(1.0, 0.9, 0.9) is None
+    assert "agreement" in export.verdict(0.99, 0.9, 0.9)
+    assert "accuracy" in export.verdict(0.996, 0.8, 0.9)
+
+
+def test_unknown_candidates_are_a_user_error(exported):
+    model_dir, _ = exported
+    from imgclf.errors import UserError
+
+    with pytest.raises(UserError, match="tensorrt"):
+        export.export_engines(model_dir, model_dir, candidates=["tensorrt"])
