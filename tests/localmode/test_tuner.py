@@ -60,7 +60,7 @@ def test_tuner_request_has_spec_ranges_objective_and_metric_regexes_that_read_re
             if isinstance(t, Continuous):
                 assert r in ranges["ContinuousParameterRanges"]
                 assert (float(r["MinValue"]), float(r["MaxValue"])) == (t.low, t.high)
-                assert r["ScalingType"] == ("Logarithmic" if t.log else "Auto")
+                assert r["ScalingType"] == ("Logarithmic" if t.log else "Linear")
             elif isinstance(t, Integer):
                 assert r in ranges["IntegerParameterRanges"]
                 assert (int(r["MinValue"]), int(r["MaxValue"])) == (t.low, t.high)
@@ -76,7 +76,8 @@ def test_tuner_request_has_spec_ranges_objective_and_metric_regexes_that_read_re
         assert job["image_uri"] == IMAGE
         assert job["metric_definitions"] == METRIC_DEFINITIONS
         assert job["use_spot_instances"] is True
-        assert job["checkpoint_s3_uri"] == "s3://imgclf-test-bucket/imgclf/checkpoints"
+        # A tuner's trials run side by side: no shared default checkpoint prefix for them to overwrite.
+        assert not job.get("checkpoint_s3_uri"), job.get("checkpoint_s3_uri")
         # Static hyperparameters: strings, minus the tuned ones, and readable by the trainer.
         static = {k: v for k, v in job["static_hyperparameters"].items() if not k.startswith(("_", "sagemaker_"))}
         assert static == hps
@@ -114,3 +115,11 @@ def test_tuner_request_has_spec_ranges_objective_and_metric_regexes_that_read_re
     assert losses["CollectionParameters"] == {"train.save_interval": "100", "eval.save_interval": "10"}
     assert train["hyperparameters"] == hps
     assert train["metric_definitions"] == METRIC_DEFINITIONS
+
+    # Issue 12: a second spot job in the same bucket does not pick up the first job's checkpoints: each job syncs
+    # s3://BUCKET/PREFIX/checkpoints/<its own job name>.
+    second = result["second_training"]
+    uris = [t["checkpoint_s3_uri"] for t in (train, second)]
+    assert uris[0] != uris[1], uris
+    for t, uri in zip((train, second), uris, strict=True):
+        assert uri == f"s3://imgclf-test-bucket/imgclf/checkpoints/{t['job_name']}", (uri, t["job_name"])

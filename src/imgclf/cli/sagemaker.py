@@ -15,7 +15,7 @@ from imgclf import hyperparameters as hp_spec
 from imgclf.cli import sagemaker_pipeline
 from imgclf.errors import UserError
 from imgclf.metrics import OBJECTIVES
-from imgclf.sagemaker import sdk_v2, sdk_v3
+from imgclf.sagemaker import jobs, sdk_v2, sdk_v3
 from imgclf.sagemaker.jobs import DEFAULT_SERVE_IMAGE, DEFAULT_TRAIN_IMAGE, JPEG, channels
 from imgclf.sagemaker.target import (
     BUCKET_ENV,
@@ -61,7 +61,9 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
     job = parser.add_argument_group("job")
     job.add_argument("--spot", action="store_true", help="Managed spot training (resumes from checkpoints).")
     job.add_argument(
-        "--checkpoint-s3-uri", help="Checkpoint sync URI (default with --spot: s3://BUCKET/PREFIX/checkpoints)."
+        "--checkpoint-s3-uri",
+        help="Checkpoint sync URI (default with --spot: train, s3://BUCKET/PREFIX/checkpoints/JOB_NAME, the job's "
+        "own; tune, none, so trials running side by side never share one).",
     )
     job.add_argument("--max-run", type=int, default=3600, help="Seconds before SageMaker stops the job.")
     job.add_argument("--max-wait", type=int, help="Spot: seconds to wait for capacity + run (default 2 x max-run).")
@@ -117,7 +119,7 @@ def _channels(args: argparse.Namespace) -> dict[str, str]:
     return channels(args.data, args.train, args.valid, args.test)
 
 
-def _estimator(args: argparse.Namespace, target: Target, sess):
+def _estimator(args: argparse.Namespace, target: Target, sess, job_name: str | None = None):
     """The training-job options `imgclf sagemaker train` and `tune` share."""
     return sdk_v2.build_estimator(
         target,
@@ -131,6 +133,7 @@ def _estimator(args: argparse.Namespace, target: Target, sess):
         checkpoint_s3_uri=args.checkpoint_s3_uri,
         debugger=args.debugger,
         sagemaker_session=sess,
+        job_name=job_name,
     )
 
 
@@ -148,8 +151,9 @@ def _run_train(args: argparse.Namespace, target: Target) -> int:
         trainer.train(wait=args.wait)
         return 0
     sess = sdk_v2.session(target)
-    est = _estimator(args, target, sess)
-    est.fit(sdk_v2.channel_inputs(_channels(args), target, sess), wait=args.wait)
+    job_name = jobs.unique_job_name()  # also the default checkpoint prefix of a --spot job
+    est = _estimator(args, target, sess, job_name=job_name)
+    est.fit(sdk_v2.channel_inputs(_channels(args), target, sess), job_name=job_name, wait=args.wait)
     if args.wait:
         print(f"model: {est.model_data}", flush=True)
     else:

@@ -6,6 +6,8 @@ objectives (`imgclf.metrics`), so a job, a tuner and the local trainer can never
 
 from __future__ import annotations
 
+import datetime
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,25 @@ JPEG = "image/jpeg"
 JSON = "application/json"
 
 CHANNELS = ("train", "valid", "test")
+
+
+def unique_job_name(base: str = "imgclf") -> str:
+    """BASE-YYYYmmdd-HHMMSS-xxxx: unique per call, at most 63 characters (SageMaker's job-name limit).
+
+    Chosen here rather than by the SDK at fit time, so the checkpoint prefix can carry it (checkpoint_uri).
+    """
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    suffix = f"-{stamp}-{secrets.token_hex(2)}"
+    return base[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def checkpoint_uri(bucket: str, prefix: str, job_name: str) -> str:
+    """Where one training job syncs /opt/ml/checkpoints: a prefix of its own.
+
+    A shared s3://BUCKET/PREFIX/checkpoints made every spot job of a bucket resume (or re-save) the previous job's
+    run. A spot restart of the same job keeps its name, so it still finds its own checkpoints.
+    """
+    return f"s3://{bucket}/{prefix}/checkpoints/{job_name}"
 
 
 def job_hyperparameters(given: Mapping[str, Any] | None = None) -> dict[str, str]:

@@ -21,6 +21,7 @@ from imgclf.sagemaker.jobs import (
     JPEG,
     JSON,
     PROFILER_INTERVAL_MS,
+    checkpoint_uri,
     debugger_collections,
     job_hyperparameters,
     metric_definitions,
@@ -123,8 +124,14 @@ def build_estimator(
     environment: Mapping[str, str] | None = None,
     sagemaker_session=None,
     base_job_name: str = "imgclf",
+    job_name: str | None = None,
 ):
     """Estimator for the train image (BYOC), with Debugger rules + profiler on SageMaker.
+
+    With --spot the default checkpoint prefix is the job's own (`jobs.checkpoint_uri`), so pass the `job_name` the
+    estimator will be fitted with (`jobs.unique_job_name()`). Without one (a tuner names its own training jobs) no
+    default is set: trials running side by side would otherwise share and overwrite one prefix; a spot trial then
+    restarts from scratch unless `checkpoint_s3_uri` is given.
 
     Local mode runs without Debugger rules/profiler (they are SageMaker processing jobs) and without
     spot/checkpoint sync (the SDK rejects them there); `imgclf train --debugger-out` + `imgclf report` cover
@@ -159,8 +166,9 @@ def build_estimator(
         return Estimator(**kwargs)
     if spot:
         kwargs.update(use_spot_instances=True, max_wait=max_wait or 2 * max_run)
-        # Spot restarts resume from /opt/ml/checkpoints, which SageMaker syncs with this URI.
-        checkpoint_s3_uri = checkpoint_s3_uri or f"s3://{target.bucket}/{target.prefix}/checkpoints"
+        # Spot restarts resume from /opt/ml/checkpoints, which SageMaker syncs with this URI: the job's own prefix.
+        if not checkpoint_s3_uri and job_name:
+            checkpoint_s3_uri = checkpoint_uri(target.bucket, target.prefix, job_name)
     if checkpoint_s3_uri:
         kwargs["checkpoint_s3_uri"] = checkpoint_s3_uri
     if debugger:

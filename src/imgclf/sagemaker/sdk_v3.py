@@ -14,7 +14,7 @@ from typing import Any
 
 from imgclf.errors import UserError
 from imgclf.metrics import METRIC_DEFINITIONS
-from imgclf.sagemaker.jobs import DEFAULT_TRAIN_IMAGE, job_hyperparameters
+from imgclf.sagemaker.jobs import DEFAULT_TRAIN_IMAGE, checkpoint_uri, job_hyperparameters, unique_job_name
 from imgclf.sagemaker.target import Target, is_remote, sdk_major
 
 
@@ -45,11 +45,12 @@ def build_model_trainer(
         InputData(channel_name=name, data_source=value if is_remote(value) else str(Path(value).resolve()))
         for name, value in data.items()
     ]
+    job_base = base_job_name if target.local else unique_job_name(base_job_name)
     kwargs: dict[str, Any] = dict(
         training_image=image_uri or (DEFAULT_TRAIN_IMAGE if target.local else None),
         hyperparameters=job_hyperparameters(hyperparameters),
         input_data_config=inputs,
-        base_job_name=base_job_name,
+        base_job_name=job_base,
         stopping_condition=StoppingCondition(max_runtime_in_seconds=max_run),
     )
     if not kwargs["training_image"]:
@@ -72,7 +73,9 @@ def build_model_trainer(
             role=target.role,
             sagemaker_session=Session(boto_session=boto3.Session(region_name=target.region)),
             output_data_config=OutputDataConfig(s3_output_path=target.output_path("training")),
-            checkpoint_config=CheckpointConfig(s3_uri=f"s3://{target.bucket}/{target.prefix}/checkpoints"),
+            # ModelTrainer names the job itself (base + timestamp); a unique base of our own gives each job its own
+            # checkpoint prefix (jobs.checkpoint_uri), so no job resumes another's run.
+            checkpoint_config=CheckpointConfig(s3_uri=checkpoint_uri(target.bucket, target.prefix, job_base)),
         )
     trainer = ModelTrainer(**kwargs)
     # Console metrics on SageMaker; ignored in local mode (the lines are still in the logs).

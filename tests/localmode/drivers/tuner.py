@@ -6,7 +6,7 @@ from __future__ import annotations
 from _common import emit, load_args
 from sagemaker.tuner import HyperparameterTuner
 
-from imgclf.sagemaker import sdk_v2
+from imgclf.sagemaker import jobs, sdk_v2
 from imgclf.sagemaker.target import resolve_target
 
 args = load_args()
@@ -23,6 +23,11 @@ for objective in ("valid_accuracy", "valid_loss"):
     assert isinstance(tuner, HyperparameterTuner)
     result[objective] = sdk_v2.tuner_request(tuner, inputs, job_name=f"imgclf-{objective.replace('_', '-')}")
 
-estimator = sdk_v2.build_estimator(target, image_uri=args["image"], hyperparameters=args["hyperparameters"], spot=True)
-result["training"] = sdk_v2.training_request(estimator, inputs, job_name="imgclf-preview")
+# Two spot jobs in one bucket, named as `imgclf sagemaker train` names them: each syncs its own checkpoint prefix.
+for key in ("training", "second_training"):
+    job_name = jobs.unique_job_name()
+    estimator = sdk_v2.build_estimator(
+        target, image_uri=args["image"], hyperparameters=args["hyperparameters"], spot=True, job_name=job_name
+    )
+    result[key] = sdk_v2.training_request(estimator, inputs, job_name=job_name)
 emit(result)

@@ -74,3 +74,12 @@ def test_channels_from_a_data_folder_s3_prefix_or_explicit_channels(tmp_path):
         jobs.channels(None)
     with pytest.raises(UserError, match="not a directory"):
         jobs.channels(None, train=str(tmp_path / "missing"))
+
+
+def test_each_job_name_is_unique_and_its_checkpoint_prefix_is_its_own():
+    names = {jobs.unique_job_name("imgclf") for _ in range(50)}
+    assert len(names) == 50
+    long = jobs.unique_job_name("x" * 100)
+    assert len(long) <= 63 and long.startswith("x")
+    name = next(iter(names))
+    assert jobs.checkpoint_uri("b", "p", name) == f"s3://b/p/checkpoints/{name}"
