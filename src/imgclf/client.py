@@ -1,7 +1,5 @@
-"""`imgclf predict`: classify images with a running endpoint (a local `imgclf serve` URL or a SageMaker endpoint).
-
-    imgclf predict dog.jpg cat.png --endpoint-url http://localhost:8080 [--top-k 3] [--json]
-    imgclf predict dog.jpg --endpoint-name my-endpoint [--region us-east-1]
+"""The prediction client: classify an image with a running endpoint (a local `imgclf serve` URL or a SageMaker
+endpoint); `imgclf predict` (imgclf.cli.predict) is its command line.
 
 The SageMaker path is boto3's `sagemaker-runtime.invoke_endpoint` (credentials and region from the usual AWS
 chain; `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME` points it elsewhere, e.g. a VPC endpoint). k is sent as
@@ -10,7 +8,6 @@ chain; `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME` points it elsewhere, e.g. a VPC endp
 
 from __future__ import annotations
 
-import argparse
 import json
 import mimetypes
 import urllib.error
@@ -25,17 +22,6 @@ ACCEPT = "application/json"
 def content_type_for(path: str) -> str:
     guessed, _ = mimetypes.guess_type(path)
     return guessed if guessed and guessed.startswith("image/") else "application/x-image"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image files to classify.")
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--endpoint-url", help="A server's base URL, e.g. http://localhost:8080.")
-    target.add_argument("--endpoint-name", help="A SageMaker endpoint name (boto3 sagemaker-runtime).")
-    parser.add_argument("--region", help="AWS region for --endpoint-name (default: the AWS config's).")
-    parser.add_argument("--top-k", type=int, default=5, help="Labels per image (default 5).")
-    parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
-    parser.add_argument("--timeout", type=float, default=60.0, help="Seconds per request (default 60).")
 
 
 def predict_url(url: str, body: bytes, content_type: str, top_k: int, timeout: float = 60.0) -> list[dict]:
@@ -90,31 +76,31 @@ def _predictions(answer: bytes) -> list[dict]:
     return predictions
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.top_k < 1:
-        raise UserError("--top-k must be at least 1.")
+def classify(
+    images: list[str],
+    top_k: int,
+    *,
+    endpoint_url: str | None = None,
+    endpoint_name: str | None = None,
+    region: str | None = None,
+    timeout: float = 60.0,
+) -> list[dict]:
+    """[{"image": file, "predictions": [{"label", "probability"}...]}] per image file, in order: from the server at
+    `endpoint_url`, else from the SageMaker endpoint `endpoint_name` (one boto3 client for all of them)."""
     client = None
-    if args.endpoint_name:
+    if endpoint_name:
         import boto3
 
-        client = boto3.client("sagemaker-runtime", region_name=args.region)
+        client = boto3.client("sagemaker-runtime", region_name=region)
     results = []
-    for image in args.images:
+    for image in images:
         path = Path(image)
         if not path.is_file():
             raise UserError(f"{image}: no such file.")
         body, ct = path.read_bytes(), content_type_for(image)
-        if args.endpoint_url:
-            preds = predict_url(args.endpoint_url, body, ct, args.top_k, args.timeout)
+        if endpoint_url:
+            preds = predict_url(endpoint_url, body, ct, top_k, timeout)
         else:
-            preds = predict_endpoint(args.endpoint_name, body, ct, args.top_k, client=client)
+            preds = predict_endpoint(endpoint_name, body, ct, top_k, client=client)
         results.append({"image": image, "predictions": preds})
-    if args.json:
-        print(json.dumps(results, indent=1))
-        return 0
-    width = max(len("IMAGE"), *(len(r["image"]) for r in results))
-    print(f"{'IMAGE':<{width}}  {'LABEL':<20} PROBABILITY")
-    for r in results:
-        for i, p in enumerate(r["predictions"]):
-            print(f"{r['image'] if i == 0 else '':<{width}}  {p['label']:<20} {p['probability']:.4f}")
-    return 0
+    return results

@@ -1,4 +1,4 @@
-"""`imgclf tune`: local hyperparameter search over the same space the SageMaker HyperparameterTuner uses.
+"""Local hyperparameter search over the same space the SageMaker HyperparameterTuner uses (`imgclf tune`).
 
 The search space is read from `imgclf.hyperparameters.SPEC` (every Param with a `tuning` range); nothing is
 declared here. Optuna runs it: TPE sampler, MedianPruner on the per-epoch validation metric (fit's `on_epoch`
@@ -15,7 +15,6 @@ tune.png (objective by trial + parameter importance), study.db unless --study-db
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from imgclf import hyperparameters as hpmod
-from imgclf import system
 from imgclf.errors import UserError
 from imgclf.hyperparameters import SPEC, Continuous, Integer, Param
 from imgclf.metrics import OBJECTIVES
@@ -59,99 +57,40 @@ def suggest(trial, params: list[Param]) -> dict[str, Any]:
     return values
 
 
-# ---- CLI -----------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="Dataset root with train/ (valid/, test/ optional).")
-    parser.add_argument("--trials", type=int, default=20, help="Total trials in the study (resumed ones count).")
-    parser.add_argument("--jobs", type=int, default=1, help="Parallel trials (threads), at most the CPU count.")
-    parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="valid_accuracy")
-    parser.add_argument("--out", type=Path, default=Path("tune"), help="Output directory.")
-    parser.add_argument("--study-db", type=Path, help="SQLite file of the study (default OUT/study.db); resumes.")
-    parser.add_argument("--retrain-best", action="store_true", help="Train the final model with the best values.")
-    parser.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed (--seed is the training seed).")
-    parser.add_argument("--no-pruning", action="store_true", help="Run every trial to its last epoch.")
-    parser.add_argument(
-        "--tune",
-        help="Comma-separated subset of the tunable hyperparameters to search "
-        f"(default all: {', '.join(p.name for p in tunable())}); the rest keep their fixed values.",
-    )
-    hpmod.add_arguments(parser)  # fixed (non-tuned) values: --image-size 32 --pretrained-weights none ...
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        import optuna
-    except ImportError as exc:
-        raise UserError("imgclf tune needs optuna: pip install optuna matplotlib") from exc
-    data = args.data
-    if not (data / "train").is_dir():
-        raise UserError(f"--data {data} must hold a train/ directory (and optionally valid/ and test/).")
-    if args.trials < 1:
-        raise UserError("--trials must be >= 1.")
+def search_space(tune: str | None, fixed: dict[str, Any]) -> list[Param]:
+    """The parameters to search: every tunable one, or the comma-separated subset `tune` (flag names or
+    canonical names); refused when a name has no range or is also among the `fixed` values."""
     params = tunable()
-    if args.tune:
-        wanted = {hpmod.canonical_name(n) for n in args.tune.split(",") if n.strip()}
+    if tune:
+        wanted = {hpmod.canonical_name(n) for n in tune.split(",") if n.strip()}
         unknown = wanted - {p.name for p in params}
         if unknown:
             raise UserError(f"--tune: {', '.join(sorted(unknown))} has no tuning range; tunable: "
                             f"{', '.join(p.name for p in params)}.")  # fmt: skip
         params = [p for p in params if p.name in wanted]
-    fixed = hpmod.given_arguments(args)
     clash = sorted(set(fixed) & {p.name for p in params})
     if clash:
         raise UserError(
             f"{', '.join(clash)} is both fixed (--{clash[0]}) and tuned; drop the flag or leave it out of --tune."
         )
-    hpmod.Hyperparameters.from_mapping(fixed)  # fail before the search on a bad fixed value
+    return params
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    db = args.study_db or out / "study.db"
-    cpus = system.cpu_count()
-    jobs = max(1, min(args.jobs, cpus))
-    if jobs < args.jobs:
-        print(f"--jobs {args.jobs} capped at {jobs}: this host has {cpus} CPU(s)", flush=True)
 
-    tuner = LocalTuner(
-        data=data,
-        out=out,
-        params=params,
-        fixed=fixed,
-        objective=args.objective,
-        storage=f"sqlite:///{db.resolve()}",
-        jobs=jobs,
-        sampler_seed=args.sampler_seed,
-        pruning=not args.no_pruning,
+def retrain(data: Path, model_dir: Path, values: dict[str, Any], feature_cache: dict | None = None) -> dict[str, Any]:
+    """Train the final model with `values` on data/train (valid/ and test/ when present) into `model_dir`."""
+    from imgclf.training import RunConfig, fit
+
+    valid, test = data / "valid", data / "test"
+    return fit(
+        hpmod.Hyperparameters.from_mapping(values),
+        RunConfig(
+            train_dir=data / "train",
+            model_dir=model_dir,
+            valid_dir=valid if valid.is_dir() else None,
+            test_dir=test if test.is_dir() else None,
+        ),
+        feature_cache=feature_cache,
     )
-    t0 = time.perf_counter()
-    study = tuner.optimize(args.trials)
-    wall = time.perf_counter() - t0
-    summary = tuner.summarise(study, wall)
-    print(summary["text"], flush=True)
-    if args.retrain_best:
-        best_hp = hpmod.Hyperparameters.from_mapping(summary["best_values"])
-        print(f"Retraining the best configuration into {out / 'model'}", flush=True)
-        from imgclf.training import RunConfig, fit
-
-        valid, test = data / "valid", data / "test"
-        result = fit(
-            best_hp,
-            RunConfig(
-                train_dir=data / "train",
-                model_dir=out / "model",
-                valid_dir=valid if valid.is_dir() else None,
-                test_dir=test if test.is_dir() else None,
-            ),
-            feature_cache=tuner.feature_cache,
-        )
-        line = f"Final model {out / 'model'}: valid_accuracy {result['valid_accuracy']:.4f}"
-        if "test_accuracy" in result:
-            line += f", test_accuracy {result['test_accuracy']:.4f}"
-        print(line, flush=True)
-    del optuna
-    return 0
 
 
 # ---- the search ----------------------------------------------------------------------------------------------------

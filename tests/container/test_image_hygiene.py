@@ -98,8 +98,9 @@ def test_the_two_images_share_the_venv_layer(images):
 
 
 def test_serve_image_carries_java_and_the_gated_front_end(images):
-    r = _sh(images["serve"], "java -version 2>&1 | head -n 1; ls /opt/imgclf/imgclf-mms.jar")
-    assert r.returncode == 0 and "17" in r.stdout, r.stdout + r.stderr
+    find = "from imgclf.serving.environment import find_mms_jar; print(find_mms_jar())"
+    r = _sh(images["serve"], f"java -version 2>&1 | head -n 1; python -c '{find}'")
+    assert r.returncode == 0 and "17" in r.stdout and "imgclf-mms.jar" in r.stdout, r.stdout + r.stderr
 
 
 def test_hadolint_is_clean():

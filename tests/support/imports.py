@@ -47,6 +47,12 @@ MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
     "imgclf.serving": ("serve",),
     # `imgclf tune`: optuna, matplotlib.
     "imgclf.tuning": ("tune",),
+    "imgclf.cli.tune": ("tune",),
+    # `imgclf export`: the ONNX exporter and ONNX Runtime (the serving engines need only the runtime).
+    "imgclf.export": ("export",),
+    "imgclf.cli.export": ("export",),
+    # Grad-CAM (captum), also served by the serve image.
+    "imgclf.explain": ("explain",),
     # `imgclf report`: smdebug trials, matplotlib.
     "imgclf.diagnostics": ("reports",),
     "imgclf.reports": ("reports",),

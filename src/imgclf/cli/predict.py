@@ -1,3 +1,48 @@
-"""`imgclf predict` (arguments still parsed in imgclf.client; moving here)."""
+"""`imgclf predict`: classify images with a running endpoint (a local `imgclf serve` URL or a SageMaker endpoint).
 
-from imgclf.client import add_arguments, run  # noqa: F401
+    imgclf predict dog.jpg cat.png --endpoint-url http://localhost:8080 [--top-k 3] [--json]
+    imgclf predict dog.jpg --endpoint-name my-endpoint [--region us-east-1]
+
+imgclf.client does the requests; this prints a table (or JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from imgclf.client import classify
+from imgclf.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image files to classify.")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--endpoint-url", help="A server's base URL, e.g. http://localhost:8080.")
+    target.add_argument("--endpoint-name", help="A SageMaker endpoint name (boto3 sagemaker-runtime).")
+    parser.add_argument("--region", help="AWS region for --endpoint-name (default: the AWS config's).")
+    parser.add_argument("--top-k", type=int, default=5, help="Labels per image (default 5).")
+    parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    parser.add_argument("--timeout", type=float, default=60.0, help="Seconds per request (default 60).")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise UserError("--top-k must be at least 1.")
+    results = classify(
+        args.images,
+        args.top_k,
+        endpoint_url=args.endpoint_url,
+        endpoint_name=args.endpoint_name,
+        region=args.region,
+        timeout=args.timeout,
+    )
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    width = max(len("IMAGE"), *(len(r["image"]) for r in results))
+    print(f"{'IMAGE':<{width}}  {'LABEL':<20} PROBABILITY")
+    for r in results:
+        for i, p in enumerate(r["predictions"]):
+            print(f"{r['image'] if i == 0 else '':<{width}}  {p['label']:<20} {p['probability']:.4f}")
+    return 0

@@ -1,5 +1,9 @@
 """Debugger rules, profiler rules and the reports that show them.
 
+    debugger_rules.py   SageMaker Debugger's built-in rules, evaluated locally on smdebug output (needs smdebug)
+    profiler_rules.py   the ProfilerReport's rules on an `imgclf train --profile` recording
+    report.py           the reports `imgclf report` writes: tables, markdown, html, plots
+
 The rule names live here, torch- and smdebug-free, so the SageMaker side (`imgclf.sagemaker`), the report command
 and the local rule engine all read one list.
 """

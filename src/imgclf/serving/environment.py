@@ -1,60 +1,107 @@
-"""Every knob the serving side reads, in one place, typed, with defaults.
+"""Every knob the serving side reads, in one place, typed, with defaults; the worker-count rule.
 
-SageMaker's own variables are read through sagemaker-inference's `Environment` (same names, same defaults as every
-AWS framework container); imgclf's additions are `IMGCLF_*`:
+This is the only serving module that reads the process environment. `imgclf serve` (imgclf.cli.serve) reads it
+once into `ServerSettings` (the front-end: port, workers, timeouts, micro-batching, the jar) with the worker's
+`HandlerSettings` inside; the MMS worker processes get the validated `HandlerSettings` back through the
+environment `server.build_command` writes for them (`HandlerSettings.to_env`), and each worker entry point
+(`handler_service`, `torchserve_handler`) reads it with `HandlerSettings.from_env` and hands it to the handler.
+The values are read from os.environ directly with the names and defaults of the AWS framework containers
+(sagemaker-inference's `Environment`), plus imgclf's own `IMGCLF_*`:
+
+Front-end (`ServerSettings`):
 
     SAGEMAKER_BIND_TO_PORT               HTTP port (default 8080); `imgclf serve --port` overrides
-    SAGEMAKER_MODEL_SERVER_WORKERS       worker processes (default: the rule in `default_workers`)
+    SAGEMAKER_MODEL_SERVER_WORKERS       worker processes (default: the rule in `default_workers`); `--workers`
+                                         overrides
     SAGEMAKER_MODEL_SERVER_TIMEOUT       seconds a worker may take per request batch (default 60); written as
                                          MMS's default_response_timeout_seconds, because MMS reads the
                                          toolkit's default_response_timeout in minutes (60 -> one hour)
     SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS  the same, overrides
-    SAGEMAKER_STARTUP_TIMEOUT            seconds to wait for the model server to come up (default 600)
+    SAGEMAKER_STARTUP_TIMEOUT            read and validated (default 600), not used: the port opens only once a
+                                         worker has loaded the model, and SageMaker times the start itself
     SAGEMAKER_MAX_PAYLOAD_IN_MB          request body limit, answered with 413 by the front-end (default 6)
-    SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT response type when the request has no Accept (default application/json)
-    SAGEMAKER_MODEL_SERVER_VMARGS        JVM options of the front-end
+    SAGEMAKER_MODEL_SERVER_VMARGS        JVM options of the front-end (default -XX:-UseContainerSupport)
     SAGEMAKER_MULTI_MODEL                "true": multi-model endpoint, models loaded through the management API
+                                         (default false); `--multi-model` turns it on
+    SAGEMAKER_BASE_DIR                   root of the SageMaker layout (default /opt/ml): the model directory is
+                                         <base>/model, or <base>/models for a multi-model endpoint;
+                                         `--model-dir` overrides
+    IMGCLF_BATCH_SIZE                    MMS micro-batch: requests one worker takes at once (default 1 = off);
+                                         `--batch-size` overrides
+    IMGCLF_MAX_BATCH_DELAY_MS            MMS micro-batch: how long to wait to fill a batch (default 10);
+                                         `--max-batch-delay-ms` overrides
+    IMGCLF_MEMORY_PER_WORKER_MB          memory budget per worker for the worker-count rule (default: estimated
+                                         from model.pt, see `worker_memory_mb`)
+    IMGCLF_MMS_JAR                       the front-end jar (GatedModelServer + /execution-parameters); default:
+                                         the one shipped in this package (imgclf/serving/imgclf-mms.jar, built
+                                         by docker/mms/build_jar.sh); none found: stock MMS, with a warning
+    JAVA_HOME                            the JRE that runs the front-end (default: `java` on PATH)
+
+Worker (`HandlerSettings`):
+
+    SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT response type when the request has no Accept (default application/json)
     IMGCLF_TOP_K                         labels in a JSON answer (default 5)
-    IMGCLF_MAX_IMAGE_PIXELS              decoded-image pixel limit; larger images get 413 (default 40,000,000)
-    IMGCLF_BATCH_SIZE                    MMS micro-batch: requests one worker takes at once (default 1 = off)
-    IMGCLF_MAX_BATCH_DELAY_MS            MMS micro-batch: how long to wait to fill a batch (default 10)
-    IMGCLF_MEMORY_PER_WORKER_MB          memory budget per worker for the worker-count rule (default: estimated)
+    IMGCLF_WORKERS                       workers sharing the CPUs, for the per-worker torch thread count; written
+                                         by `imgclf serve`; unset (TorchServe): SAGEMAKER_MODEL_SERVER_WORKERS,
+                                         else 1
+    the request budget (`limits.ENV`; each refusal names its variable; defaults derived in imgclf.serving.limits):
+    IMGCLF_MAX_IMAGES_PER_REQUEST        images (or tensors) per request (default 256)
+    IMGCLF_MAX_IMAGE_PIXELS              one image, from its header; larger images get 413 (default 40,000,000)
+    IMGCLF_MAX_REQUEST_PIXELS            every image of a request summed (default 64,000,000)
+    IMGCLF_MAX_ASPECT_RATIO              long side / short side (default 50)
+    IMGCLF_MAX_RESIZED_PIXELS            one image after the resize step (default 16,000,000)
+    IMGCLF_MAX_NPY_BYTES                 array data of an .npy body (default 134,217,728 = 128 MiB)
+    IMGCLF_MAX_NPY_NDIM                  dimensions of an .npy array (default 4)
+    IMGCLF_NPY_DTYPES                    comma-separated .npy dtypes (default uint8,float16,float32,float64)
+    IMGCLF_MAX_JSON_BYTES                a JSON / JSON lines body (default 8,388,608 = 8 MiB)
+    IMGCLF_MAX_JSON_DEPTH                nesting of [ and { (default 16)
+    IMGCLF_IMAGE_FORMATS                 comma-separated Pillow formats (default JPEG,PNG,WEBP,GIF,BMP,TIFF)
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from imgclf.system import cpu_count, gpu_count, memory_mb  # noqa: F401 (re-exported for the server)
+from imgclf.serving.limits import ENV as LIMITS_ENV
+from imgclf.serving.limits import RequestLimits
+from imgclf.system import cpu_count, gpu_count, memory_mb  # noqa: F401 (gpu_count re-exported for tests)
 
 DEFAULT_TOP_K = 5
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any real photo; a 20,000 x 20,000 bomb is 400 MP
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time invocation limit
+DEFAULT_ACCEPT = "application/json"
+DEFAULT_VMARGS = "-XX:-UseContainerSupport"
 FRONTEND_RESERVE_MB = 1024  # the Java front-end and the OS
 WORKER_BASE_MB = 600  # a Python worker with torch + torchvision imported, no model
 
+PACKAGED_MMS_JAR = Path(__file__).resolve().with_name("imgclf-mms.jar")  # package data
 
-def _int_env(name: str, default: int, minimum: int = 0) -> int:
-    raw = os.environ.get(name, "").strip()
+
+def _int_env(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = environ.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
+    return _at_least(f"{name}={value}", value, minimum)
+
+
+def _at_least(label: str, value: int, minimum: int) -> int:
     if value < minimum:
-        raise ValueError(f"{name}={value} must be >= {minimum}")
+        raise ValueError(f"{label} must be >= {minimum}")
     return value
 
 
-def worker_memory_mb(model_dir: str | Path | None) -> int:
-    """Estimated RSS of one worker: torch itself plus a few copies of the weights (load, model, activations)."""
-    override = _int_env("IMGCLF_MEMORY_PER_WORKER_MB", 0)
-    if override:
-        return override
+def worker_memory_mb(model_dir: str | Path | None, override_mb: int = 0) -> int:
+    """Estimated RSS of one worker: torch itself plus a few copies of the weights (load, model, activations);
+    `override_mb` (IMGCLF_MEMORY_PER_WORKER_MB) replaces the estimate."""
+    if override_mb:
+        return override_mb
     weights = 0
     if model_dir is not None:
         weights_file = Path(model_dir) / "model.pt"
@@ -63,7 +110,7 @@ def worker_memory_mb(model_dir: str | Path | None) -> int:
     return WORKER_BASE_MB + 3 * weights
 
 
-def default_workers(model_dir: str | Path | None, cpus: int, mem_mb: int, gpus: int) -> int:
+def default_workers(model_dir: str | Path | None, cpus: int, mem_mb: int, gpus: int, per_worker_mb: int = 0) -> int:
     """The worker-count rule.
 
     GPU: one worker per device (each worker gets its own cuda:N from MMS).
@@ -74,63 +121,8 @@ def default_workers(model_dir: str | Path | None, cpus: int, mem_mb: int, gpus: 
     """
     if gpus > 0:
         return gpus
-    fit = (mem_mb - FRONTEND_RESERVE_MB) // max(1, worker_memory_mb(model_dir))
+    fit = (mem_mb - FRONTEND_RESERVE_MB) // max(1, worker_memory_mb(model_dir, per_worker_mb))
     return max(1, min(cpus, fit))
-
-
-@dataclass(frozen=True)
-class ServingSettings:
-    """Settings a worker reads per request (decoding limits, output defaults)."""
-
-    default_accept: str
-    top_k: int
-    max_image_pixels: int
-
-    @classmethod
-    def from_env(cls) -> ServingSettings:
-        return cls(
-            default_accept=os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip() or "application/json",
-            top_k=_int_env("IMGCLF_TOP_K", DEFAULT_TOP_K, minimum=1),
-            max_image_pixels=_int_env("IMGCLF_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, minimum=1),
-        )
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Settings `imgclf serve` turns into the MMS configuration."""
-
-    port: int
-    workers: int
-    workers_from_env: bool
-    timeout_s: int
-    startup_timeout_s: int
-    max_payload_mb: int
-    batch_size: int
-    max_batch_delay_ms: int
-    vmargs: str
-    multi_model: bool
-    gpus: int
-
-    @classmethod
-    def from_env(cls, model_dir: str | Path | None, port: int | None = None) -> ServerSettings:
-        gpus = gpu_count()
-        env_workers = _int_env("SAGEMAKER_MODEL_SERVER_WORKERS", 0)
-        workers = env_workers or default_workers(model_dir, cpu_count(), memory_mb(), gpus)
-        return cls(
-            port=port if port is not None else _int_env("SAGEMAKER_BIND_TO_PORT", 8080, minimum=1),
-            workers=workers,
-            workers_from_env=bool(env_workers),
-            timeout_s=_int_env(
-                "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", _int_env("SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, minimum=1), 1
-            ),
-            startup_timeout_s=_int_env("SAGEMAKER_STARTUP_TIMEOUT", 600, minimum=1),
-            max_payload_mb=_int_env("SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB, minimum=1),
-            batch_size=_int_env("IMGCLF_BATCH_SIZE", 1, minimum=1),
-            max_batch_delay_ms=_int_env("IMGCLF_MAX_BATCH_DELAY_MS", 10, minimum=0),
-            vmargs=os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS", "-XX:-UseContainerSupport"),
-            multi_model=os.environ.get("SAGEMAKER_MULTI_MODEL", "false").lower() == "true",
-            gpus=gpus,
-        )
 
 
 def torch_threads(workers: int, cpus: int | None = None) -> int:
@@ -139,31 +131,187 @@ def torch_threads(workers: int, cpus: int | None = None) -> int:
     return max(1, math.floor(cpus / max(1, workers)))
 
 
-# ---- the per-request memory budget (imgclf.serving.limits: the defaults and how they follow from the bound) ----
+def default_model_dir(multi_model: bool, environ: Mapping[str, str] | None = None) -> str:
+    """<SAGEMAKER_BASE_DIR or /opt/ml>/model, or .../models for a multi-model endpoint."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")
+    return os.path.join(base, "models" if multi_model else "model")
+
+
+def find_mms_jar(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The front-end jar: $IMGCLF_MMS_JAR, else the package's (the images install it with the wheel)."""
+    environ = os.environ if environ is None else environ
+    for candidate in (environ.get("IMGCLF_MMS_JAR", "").strip(), PACKAGED_MMS_JAR):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
 
 LIMIT_LISTS = ("npy_dtypes", "image_formats")  # comma-separated lists; every other limit is a number
 LIMIT_FLOATS = ("max_aspect_ratio",)
 
 
-def request_limits_from_env(resize_short_side: int | None = None):
+def request_limits_from_env(
+    resize_short_side: int | None = None, environ: Mapping[str, str] | None = None
+) -> RequestLimits:
     """RequestLimits from the IMGCLF_* variables of `limits.ENV` (an unset or empty variable keeps the default)."""
-    from imgclf.serving.limits import ENV as LIMITS_ENV  # here, not at the top: this section is self-contained
-    from imgclf.serving.limits import RequestLimits
-
+    environ = os.environ if environ is None else environ
     values: dict = {"resize_short_side": resize_short_side}
-    for field, name in LIMITS_ENV.items():
-        raw = os.environ.get(name, "").strip()
+    for name, variable in LIMITS_ENV.items():
+        raw = environ.get(variable, "").strip()
         if not raw:
             continue
-        if field in LIMIT_LISTS:
+        if name in LIMIT_LISTS:
             items = tuple(x.strip() for x in raw.split(",") if x.strip())
-            values[field] = tuple(x.upper() for x in items) if field == "image_formats" else items
+            values[name] = tuple(x.upper() for x in items) if name == "image_formats" else items
             continue
         try:
-            values[field] = float(raw) if field in LIMIT_FLOATS else int(raw)
+            values[name] = float(raw) if name in LIMIT_FLOATS else int(raw)
         except ValueError:
-            raise ValueError(f"{name}={raw!r} is not a number") from None
+            raise ValueError(f"{variable}={raw!r} is not a number") from None
     return RequestLimits(**values)
+
+
+def _limits_to_env(limits: RequestLimits) -> dict[str, str]:
+    """The variables `request_limits_from_env` reads back to the same limits."""
+    out = {}
+    for name, variable in LIMITS_ENV.items():
+        value = getattr(limits, name)
+        out[variable] = ",".join(value) if name in LIMIT_LISTS else str(value)
+    return out
+
+
+def _lenient_workers(environ: Mapping[str, str]) -> int:
+    """IMGCLF_WORKERS, else SAGEMAKER_MODEL_SERVER_WORKERS, else 1; a worker never dies over this count."""
+    try:
+        return max(1, int(environ.get("IMGCLF_WORKERS") or environ.get("SAGEMAKER_MODEL_SERVER_WORKERS") or 1))
+    except ValueError:
+        return 1
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """What a worker (the handler) reads: output defaults, the request budget (the handler sets its
+    resize_short_side from the model), and how many workers share the CPUs."""
+
+    default_accept: str = DEFAULT_ACCEPT
+    top_k: int = DEFAULT_TOP_K
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    workers: int = 1
+    metrics: RequestMetricsSettings = field(default_factory=lambda: request_metrics_settings({}))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HandlerSettings:
+        environ = os.environ if environ is None else environ
+        return cls(
+            default_accept=environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip() or DEFAULT_ACCEPT,
+            top_k=_int_env(environ, "IMGCLF_TOP_K", DEFAULT_TOP_K, minimum=1),
+            limits=request_limits_from_env(environ=environ),
+            workers=_lenient_workers(environ),
+            metrics=request_metrics_settings(environ),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables `from_env` reads back in a worker process."""
+        return {
+            "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": self.default_accept,
+            "IMGCLF_TOP_K": str(self.top_k),
+            **_limits_to_env(self.limits),
+            "IMGCLF_WORKERS": str(self.workers),
+            "IMGCLF_REQUEST_METRICS": "on" if self.metrics.enabled else "off",
+            "IMGCLF_REQUEST_METRICS_TO": self.metrics.destination,
+            "IMGCLF_ENDPOINT_NAME": self.metrics.endpoint_name,
+            "IMGCLF_ENDPOINT_VARIANT": self.metrics.variant,
+        }
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What `imgclf serve` turns into the MMS front-end's configuration (and the workers' HandlerSettings)."""
+
+    port: int
+    workers: int
+    workers_from_env: bool  # given (SAGEMAKER_MODEL_SERVER_WORKERS or --workers), not the rule's
+    timeout_s: int
+    startup_timeout_s: int
+    max_payload_mb: int
+    batch_size: int
+    max_batch_delay_ms: int
+    vmargs: str
+    multi_model: bool
+    gpus: int
+    model_dir: str = "/opt/ml/model"  # absolute; the model store for a multi-model endpoint
+    host: str = "0.0.0.0"
+    mms_jar: Path | None = None
+    java: str = "java"
+    handler: HandlerSettings = field(default_factory=HandlerSettings)
+
+    @classmethod
+    def from_env(
+        cls,
+        model_dir: str | Path | None = None,
+        port: int | None = None,
+        *,
+        host: str = "0.0.0.0",
+        workers: int | None = None,
+        batch_size: int | None = None,
+        max_batch_delay_ms: int | None = None,
+        multi_model: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> ServerSettings:
+        """The environment's values; the keyword arguments (command-line flags) win where given.
+
+        Raises ValueError naming the variable or flag whose value is out of range.
+        """
+        environ = os.environ if environ is None else environ
+        multi_model = multi_model or environ.get("SAGEMAKER_MULTI_MODEL", "false").lower() == "true"
+        model_dir = os.path.abspath(model_dir or default_model_dir(multi_model, environ))
+        gpus = gpu_count()
+        given_workers = (
+            _at_least(f"--workers {workers}", workers, 0)
+            if workers is not None
+            else _int_env(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", 0)
+        )
+        per_worker_mb = _int_env(environ, "IMGCLF_MEMORY_PER_WORKER_MB", 0)
+        chosen_workers = given_workers or default_workers(
+            None if multi_model else model_dir, cpu_count(), memory_mb(), gpus, per_worker_mb
+        )
+        timeout_s = _int_env(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, minimum=1)
+        java_home = environ.get("JAVA_HOME")
+        return cls(
+            port=port if port is not None else _int_env(environ, "SAGEMAKER_BIND_TO_PORT", 8080, minimum=1),
+            workers=chosen_workers,
+            workers_from_env=bool(given_workers),
+            timeout_s=_int_env(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", timeout_s, 1),
+            startup_timeout_s=_int_env(environ, "SAGEMAKER_STARTUP_TIMEOUT", 600, minimum=1),
+            max_payload_mb=_int_env(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB, minimum=1),
+            batch_size=(
+                _at_least(f"--batch-size {batch_size}", batch_size, 1)
+                if batch_size is not None
+                else _int_env(environ, "IMGCLF_BATCH_SIZE", 1, minimum=1)
+            ),
+            max_batch_delay_ms=(
+                _at_least(f"--max-batch-delay-ms {max_batch_delay_ms}", max_batch_delay_ms, 0)
+                if max_batch_delay_ms is not None
+                else _int_env(environ, "IMGCLF_MAX_BATCH_DELAY_MS", 10, minimum=0)
+            ),
+            vmargs=environ.get("SAGEMAKER_MODEL_SERVER_VMARGS", DEFAULT_VMARGS),
+            multi_model=multi_model,
+            gpus=gpus,
+            model_dir=model_dir,
+            host=host,
+            mms_jar=find_mms_jar(environ),
+            java=os.path.join(java_home, "bin", "java") if java_home else "java",
+            # The workers' knobs are read here too: a typo fails `imgclf serve`, not a crash-looping worker.
+            handler=replace(HandlerSettings.from_env(environ), workers=chosen_workers),
+        )
+
+    def worker_env(self) -> dict[str, str]:
+        """What the front-end's environment adds for its workers (the rest is inherited)."""
+        env = self.handler.to_env()
+        if self.multi_model:
+            env["SAGEMAKER_MULTI_MODEL"] = "true"
+        return env
 
 
 # ---- request metrics (imgclf.serving.request_metrics) -----------------------------------------------------------
@@ -181,13 +329,14 @@ class RequestMetricsSettings:
     variant: str
 
 
-def request_metrics_settings() -> RequestMetricsSettings:
-    raw = os.environ.get("IMGCLF_REQUEST_METRICS", "on").strip().lower()
+def request_metrics_settings(environ: Mapping[str, str] | None = None) -> RequestMetricsSettings:
+    environ = os.environ if environ is None else environ
+    raw = environ.get("IMGCLF_REQUEST_METRICS", "on").strip().lower()
     if raw not in {"", "on", "off", "1", "0", "true", "false"}:
         raise ValueError(f"IMGCLF_REQUEST_METRICS={raw!r} must be on or off")
     return RequestMetricsSettings(
         enabled=raw not in {"off", "0", "false"},
-        destination=os.environ.get("IMGCLF_REQUEST_METRICS_TO", "").strip(),
-        endpoint_name=os.environ.get("IMGCLF_ENDPOINT_NAME", "").strip() or "local",
-        variant=os.environ.get("IMGCLF_ENDPOINT_VARIANT", "").strip() or "AllTraffic",
+        destination=environ.get("IMGCLF_REQUEST_METRICS_TO", "").strip(),
+        endpoint_name=environ.get("IMGCLF_ENDPOINT_NAME", "").strip() or "local",
+        variant=environ.get("IMGCLF_ENDPOINT_VARIANT", "").strip() or "AllTraffic",
     )

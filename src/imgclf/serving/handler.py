@@ -17,7 +17,7 @@ import io
 import logging
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from PIL import Image
 from imgclf.data import eval_transform
 from imgclf.model import load_artifact
 from imgclf.serving import decoders, encoders, errors
-from imgclf.serving.environment import ServingSettings, request_limits_from_env, torch_threads
+from imgclf.serving.environment import HandlerSettings, torch_threads
 from imgclf.serving.request_metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,18 @@ def _headers(context: Any, idx: int) -> dict[str, str]:
 
 
 class ImageClassifierHandler:
-    """One model per worker; MMS/TorchServe call initialize once, then handle for every batch of requests."""
+    """One model per worker; MMS/TorchServe call initialize once, then handle for every batch of requests.
 
-    def __init__(self) -> None:
+    `settings` come from the worker's entry point (handler_service, torchserve_handler), which reads them with
+    `HandlerSettings.from_env`; the handler itself reads no environment variable.
+    """
+
+    def __init__(self, settings: HandlerSettings) -> None:
         self.initialized = False
         self.model: torch.nn.Module | None = None
         self.device = torch.device("cpu")
-        self.settings = ServingSettings.from_env()
-        self.request_metrics = RequestMetrics()  # one EMF line per batch (IMGCLF_REQUEST_METRICS=off: none)
+        self.settings = settings
+        self.request_metrics = RequestMetrics(settings.metrics)  # one EMF line per batch (off: none)
 
     # ---- TorchServe's four steps -------------------------------------------------------------------------------
 
@@ -81,13 +85,13 @@ class ImageClassifierHandler:
         if torch.cuda.is_available() and gpu_id is not None and int(gpu_id) >= 0:
             self.device = torch.device(f"cuda:{int(gpu_id)}")
         else:
-            workers = int(props.get("imgclf_workers") or 0) or _env_workers()
+            workers = int(props.get("imgclf_workers") or 0) or self.settings.workers
             torch.set_num_threads(torch_threads(workers))
         started = time.monotonic()
         artifact = load_artifact(model_dir, self.device)
         self.model, self.meta, self.index_to_name = artifact.model, artifact.meta, artifact.index_to_name
         self.transform = eval_transform(self.meta)
-        self.limits = request_limits_from_env(resize_short_side=self.meta.resize_size)  # the request budget
+        self.limits = replace(self.settings.limits, resize_short_side=self.meta.resize_size)  # the request budget
         self._warm_up()
         self.initialized = True
         log.info(
@@ -234,12 +238,3 @@ class ImageClassifierHandler:
             statuses=[status for status, _, _ in answers],
             model_name=getattr(context, "model_name", None),
         )
-
-
-def _env_workers() -> int:
-    import os
-
-    try:
-        return int(os.environ.get("IMGCLF_WORKERS") or os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS") or 1)
-    except ValueError:
-        return 1

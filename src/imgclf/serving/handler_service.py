@@ -19,6 +19,7 @@ import traceback
 
 from sagemaker_inference.default_handler_service import DefaultHandlerService
 
+from imgclf.serving.environment import HandlerSettings
 from imgclf.serving.handler import ImageClassifierHandler
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class HandlerService(DefaultHandlerService):
 
     def __init__(self) -> None:
         # The toolkit's constructor only stores a Transformer; ours is the TorchServe-style handler.
-        self._service = ImageClassifierHandler()
+        self._service = ImageClassifierHandler(HandlerSettings.from_env())
 
     def initialize(self, context) -> None:
         try:

@@ -1,4 +1,5 @@
-"""`imgclf serve`: multi-model-server on the SageMaker hosting contract, healthy only when the model can answer.
+"""The model server behind `imgclf serve`: multi-model-server on the SageMaker hosting contract, healthy only when
+the model can answer.
 
 What it starts: MMS's Java front-end with our `imgclf.mms.GatedModelServer` main class (docker/mms/, built with
 javac against the classes in MMS's own jar) and the `/execution-parameters` plugin. Compared with the toolkit's
@@ -17,11 +18,14 @@ same SAGEMAKER_* knobs), four things are done differently, each for a known fail
 
 Multi-model endpoints (SAGEMAKER_MULTI_MODEL=true): no model at startup; SageMaker loads/unloads models through
 MMS's management API (same port), each with our handler; the port opens at once.
+
+Everything it is configured with arrives as one `ServerSettings` (imgclf.serving.environment); the workers get
+their `HandlerSettings` through the environment built here for the child process, never through os.environ
+writes. The command line is imgclf.cli.serve.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -33,7 +37,7 @@ import time
 from pathlib import Path
 
 from imgclf.errors import UserError
-from imgclf.serving.environment import ServerSettings, ServingSettings
+from imgclf.serving.environment import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +47,6 @@ STOP_GRACE_S = 5.0
 MAX_MMS_PORT = 32767  # MMS's Connector.parse refuses port numbers from here up
 GATED_MAIN = "imgclf.mms.GatedModelServer"
 STOCK_MAIN = "com.amazonaws.ml.mms.ModelServer"
-
-
-def default_model_dir(multi_model: bool) -> str:
-    base = os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")
-    return os.path.join(base, "models" if multi_model else "model")
-
-
-def find_mms_jar() -> Path | None:
-    """Our front-end jar: $IMGCLF_MMS_JAR, the image's /opt/imgclf/imgclf-mms.jar, or the source checkout's."""
-    candidates = [
-        os.environ.get("IMGCLF_MMS_JAR", ""),
-        "/opt/imgclf/imgclf-mms.jar",
-        str(Path(__file__).resolve().parents[3] / "docker" / "mms" / "imgclf-mms.jar"),
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
 
 
 # imgclf.model's artifact files; named here so that the serve process never imports torch (the workers do).
@@ -77,24 +63,9 @@ def check_artifact(model_dir: str) -> None:
         )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-dir", help="Model artifact directory (default /opt/ml/model; MME: /opt/ml/models).")
-    parser.add_argument("--port", type=int, help="HTTP port (default SAGEMAKER_BIND_TO_PORT or 8080).")
-    parser.add_argument("--host", default="0.0.0.0", help="Address to listen on (default 0.0.0.0).")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        help="Worker processes (default: SAGEMAKER_MODEL_SERVER_WORKERS or "
-        "the memory/CPU rule, one per GPU on GPU hosts).",
-    )
-    parser.add_argument("--batch-size", type=int, help="MMS micro-batch size (default IMGCLF_BATCH_SIZE or 1).")
-    parser.add_argument("--max-batch-delay-ms", type=int, help="MMS micro-batch wait (default 10).")
-    parser.add_argument("--multi-model", action="store_true", help="Multi-model endpoint (or SAGEMAKER_MULTI_MODEL).")
-
-
-def mms_properties(settings: ServerSettings, host: str, model_store: str, plugins_dir: Path | None) -> str:
+def mms_properties(settings: ServerSettings, model_store: str, plugins_dir: Path | None) -> str:
     """The MMS configuration (the keys sagemaker-inference writes, plus ours)."""
-    address = f"http://{host}:{settings.port}"
+    address = f"http://{settings.host}:{settings.port}"
     props = {
         "enable_envvars_config": "true",
         "decode_input_request": "false",
@@ -116,14 +87,15 @@ def mms_properties(settings: ServerSettings, host: str, model_store: str, plugin
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
-def build_command(
-    settings: ServerSettings, host: str, model_dir: str, workdir: Path, jar: Path | None
-) -> tuple[list[str], dict[str, str]]:
+def build_command(settings: ServerSettings, workdir: Path) -> tuple[list[str], dict[str, str]]:
+    """The front-end's command line and environment: the inherited one plus the workers' settings and a private
+    temp dir (built here, not written into this process's os.environ)."""
     import mms
     import sagemaker_inference
 
     mms_home = Path(mms.__file__).resolve().parent.parent
     log_config = Path(sagemaker_inference.__file__).resolve().parent / "etc" / "log4j2.xml"
+    model_dir, jar = settings.model_dir, settings.mms_jar
     plugins_dir = None
     if jar is not None:
         plugins_dir = workdir / "plugins"
@@ -133,10 +105,9 @@ def build_command(
     # toolkit's mme-mms.properties; single model: the artifact's parent, the model registered by its name.
     model_store = "/" if settings.multi_model else str(Path(model_dir).parent)
     config = workdir / "mms.properties"
-    config.write_text(mms_properties(settings, host, model_store, plugins_dir))
-    java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+    config.write_text(mms_properties(settings, model_store, plugins_dir))
     cmd = [
-        java,
+        settings.java,
         f"-Dmodel_server_home={mms_home}",
         f"-Dlog4j.configurationFile=file://{log_config}",
         f"-Djava.io.tmpdir={workdir}",
@@ -155,16 +126,14 @@ def build_command(
         main = GATED_MAIN
     else:
         log.warning(
-            "imgclf-mms.jar not found (IMGCLF_MMS_JAR): starting stock MMS, whose /ping answers 200 before the "
-            "model is loaded and which has no /execution-parameters."
+            "imgclf-mms.jar not found (IMGCLF_MMS_JAR, the package's, the image's): starting stock MMS, whose /ping "
+            "answers 200 before the model is loaded and which has no /execution-parameters."
         )
         main = STOCK_MAIN
         if not settings.multi_model:
             args += ["-m", f"{MODEL_NAME}={model_dir}"]
     cmd += ["-cp", classpath, main, *args]
-    env = dict(os.environ)
-    env["TEMP"] = env["TMPDIR"] = str(workdir)
-    env["IMGCLF_WORKERS"] = str(settings.workers)
+    env = {**os.environ, **settings.worker_env(), "TEMP": str(workdir), "TMPDIR": str(workdir)}
     return cmd, env
 
 
@@ -225,39 +194,26 @@ def _reap() -> None:
         pass
 
 
-def run(args: argparse.Namespace) -> int:
-    multi_model = args.multi_model or os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true"
-    if multi_model:
-        os.environ["SAGEMAKER_MULTI_MODEL"] = "true"
-    model_dir = os.path.abspath(args.model_dir or default_model_dir(multi_model))
-    if not multi_model:
+def serve(settings: ServerSettings) -> int:
+    """Check the model directory, start MMS, wait until it exits or a signal stops it; the exit status."""
+    model_dir = settings.model_dir
+    if not settings.multi_model:
         check_artifact(model_dir)
     elif not os.path.isdir(model_dir):
         raise UserError(f"Multi-model store {model_dir} is not a directory.")
-    if args.workers is not None:
-        os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(args.workers)
-    if args.batch_size is not None:
-        os.environ["IMGCLF_BATCH_SIZE"] = str(args.batch_size)
-    if args.max_batch_delay_ms is not None:
-        os.environ["IMGCLF_MAX_BATCH_DELAY_MS"] = str(args.max_batch_delay_ms)
-    try:
-        settings = ServerSettings.from_env(None if multi_model else model_dir, port=args.port)
-        ServingSettings.from_env()  # the workers' knobs: a typo fails here, not in a crash-looping worker
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
     if not 0 < settings.port < MAX_MMS_PORT:
         raise UserError(f"Port {settings.port}: multi-model-server accepts ports 1..{MAX_MMS_PORT - 1}.")
     log.info(
         "Serving %s on %s:%d with %d worker(s)%s, batch %d",
         model_dir,
-        args.host,
+        settings.host,
         settings.port,
         settings.workers,
         " (SAGEMAKER_MODEL_SERVER_WORKERS)" if settings.workers_from_env else "",
         settings.batch_size,
     )
     workdir = Path(tempfile.mkdtemp(prefix="imgclf-mms-"))
-    cmd, env = build_command(settings, args.host, model_dir, workdir, find_mms_jar())
+    cmd, env = build_command(settings, workdir)
     server = Server(cmd, env)
     stopping = []
 

@@ -7,8 +7,13 @@ imgclf.json as extra files), then `handle(data, context)` per batch: exactly the
 
 from __future__ import annotations
 
+from imgclf.serving.environment import HandlerSettings
 from imgclf.serving.handler import ImageClassifierHandler
 
 
 class ImgclfTorchServeHandler(ImageClassifierHandler):
-    """ImageClassifierHandler, defined here so TorchServe finds exactly one class in this module."""
+    """ImageClassifierHandler, defined here so TorchServe finds exactly one class in this module; TorchServe
+    constructs it without arguments, so the settings are read here."""
+
+    def __init__(self) -> None:
+        super().__init__(HandlerSettings.from_env())

@@ -6,6 +6,7 @@ import pytest
 from support.handler_calls import CLASSES, mms_context
 
 from imgclf.model import ModelMeta, build_model, save_artifact
+from imgclf.serving.environment import HandlerSettings
 from imgclf.serving.handler import ImageClassifierHandler
 
 
@@ -18,6 +19,6 @@ def artifact_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def handler(artifact_dir):
-    h = ImageClassifierHandler()
+    h = ImageClassifierHandler(HandlerSettings())
     h.initialize(mms_context(artifact_dir, [{}]))
     return h

@@ -1,11 +1,11 @@
-"""`imgclf serve` configuration: MMS properties, the gated main class, artifact check (no process started)."""
+"""The model server's configuration: MMS properties, the gated main class, artifact check (no process started)."""
 
 from __future__ import annotations
 
 import pytest
 
 from imgclf.errors import UserError
-from imgclf.serving import server
+from imgclf.serving import environment, server
 from imgclf.serving.environment import ServerSettings
 
 pytestmark = pytest.mark.unit
@@ -29,7 +29,7 @@ def settings(**kw):
 
 
 def test_properties_carry_port_workers_payload_and_our_handler(tmp_path):
-    props = server.mms_properties(settings(), "127.0.0.1", "/opt/ml", tmp_path)
+    props = server.mms_properties(settings(host="127.0.0.1"), "/opt/ml", tmp_path)
     lines = dict(line.split("=", 1) for line in props.splitlines())
     assert lines["inference_address"] == lines["management_address"] == "http://127.0.0.1:8080"
     assert lines["default_workers_per_model"] == "2"
@@ -41,9 +41,9 @@ def test_properties_carry_port_workers_payload_and_our_handler(tmp_path):
 
 
 def test_command_uses_the_gated_main_with_private_tmp_and_batching(tmp_path, artifact_dir):
-    jar = server.find_mms_jar()
-    assert jar is not None, "docker/mms/imgclf-mms.jar is missing: run docker/mms/build_jar.sh"
-    cmd, env = server.build_command(settings(), "127.0.0.1", str(artifact_dir), tmp_path, jar)
+    jar = environment.find_mms_jar()
+    assert jar is not None, "src/imgclf/serving/imgclf-mms.jar is missing: run docker/mms/build_jar.sh"
+    cmd, env = server.build_command(settings(host="127.0.0.1", model_dir=str(artifact_dir), mms_jar=jar), tmp_path)
     assert server.GATED_MAIN in cmd
     assert f"-Djava.io.tmpdir={tmp_path}" in cmd and env["TMPDIR"] == str(tmp_path)
     assert "-Dimgclf.batch_size=4" in cmd and f"-Dimgclf.model=model={artifact_dir.name}" in cmd
@@ -51,10 +51,25 @@ def test_command_uses_the_gated_main_with_private_tmp_and_batching(tmp_path, art
 
 
 def test_multi_model_command_loads_no_model_at_startup(tmp_path):
-    cmd, _ = server.build_command(settings(multi_model=True), "0.0.0.0", str(tmp_path), tmp_path, server.find_mms_jar())
+    jar = environment.find_mms_jar()
+    cmd, _ = server.build_command(settings(multi_model=True, model_dir=str(tmp_path), mms_jar=jar), tmp_path)
     assert not any(c.startswith("-Dimgclf.model=") for c in cmd)
 
 
 def test_missing_artifact_is_a_user_error_naming_the_files(tmp_path):
     with pytest.raises(UserError, match="model.pt"):
         server.check_artifact(str(tmp_path))
+
+
+def test_workers_get_their_settings_through_the_child_environment_only(tmp_path, artifact_dir):
+    import os
+
+    from imgclf.serving.environment import HandlerSettings
+    from imgclf.serving.limits import RequestLimits
+
+    before = dict(os.environ)
+    limits = RequestLimits(max_aspect_ratio=2.5)
+    handler = HandlerSettings(default_accept="application/x-npy", top_k=2, limits=limits, workers=2)
+    _, env = server.build_command(settings(model_dir=str(artifact_dir), handler=handler), tmp_path)
+    assert HandlerSettings.from_env(env) == handler
+    assert dict(os.environ) == before

@@ -13,6 +13,7 @@ import pytest
 import torch
 from support.handler_calls import CLASSES, call, call_one, image_bytes
 
+from imgclf.serving.environment import HandlerSettings
 from imgclf.serving.handler import ImageClassifierHandler
 
 pytestmark = pytest.mark.unit
@@ -108,7 +109,7 @@ def test_handler_loads_whatever_model_dir_the_server_gives(tmp_path):
     from imgclf.model import ModelMeta, build_model, save_artifact
 
     save_artifact(build_model("resnet18", 3), ModelMeta.for_training("resnet18", 3, 48), ["a", "b", "c"], tmp_path)
-    h = ImageClassifierHandler()
+    h = ImageClassifierHandler(HandlerSettings())
     h.initialize(mms_context(tmp_path, [{}]))
     status, _, body = call_one(h, image_bytes())
     assert status == 200 and {p["label"] for p in json.loads(body)["predictions"][0]} == {"a", "b", "c"}

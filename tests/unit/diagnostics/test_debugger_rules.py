@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgclf import rules
+from imgclf.diagnostics import debugger_rules as rules
 
 pytestmark = pytest.mark.unit
 

@@ -23,6 +23,9 @@ Where the guide leaves the mechanics open, the choices are these (and each findi
 - PoorWeightInitialization looks at the first `steps` training steps only: variance of activation inputs across
   layers (max/min > threshold), spread of the gradient distribution (5th-95th percentile of all gradients <
   distribution_range), and whether the loss fell at all within `patience` saved steps.
+
+One module of ~500 lines on purpose: the five rules (~40 lines each) share the trial-reading helpers and the
+`RuleResult` above them, and read as one table; `evaluate` and `losses_by_mode` are what the report calls.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from smdebug.exceptions import TensorUnavailableForStep
 from smdebug.rules.rule import Rule
 from smdebug.rules.rule_invoker import invoke_rule
 
+from imgclf.diagnostics import DEBUGGER_RULES
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "LossNotDecreasing": {"num_steps": 10, "diff_percent": 0.0, "mode": None},
     "VanishingGradient": {"threshold": 1e-7},
@@ -51,13 +56,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "steps": 10,
     },
 }
-SNAKE_NAMES = {
-    "loss_not_decreasing": "LossNotDecreasing",
-    "vanishing_gradient": "VanishingGradient",
-    "overfit": "Overfit",
-    "overtraining": "Overtraining",
-    "poor_weight_initialization": "PoorWeightInitialization",
-}
+# The names SageMaker's rule_configs use (imgclf.diagnostics.DEBUGGER_RULES) -> the rule classes' names.
+SNAKE_NAMES = {snake: "".join(word.title() for word in snake.split("_")) for snake in DEBUGGER_RULES}
 
 
 @dataclass

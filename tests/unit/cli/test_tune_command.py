@@ -1,0 +1,24 @@
+"""`imgclf tune`'s refusals: exit status 2 and a message naming the flag, before any trial runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgclf import cli
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_hyperparameter_cannot_be_both_fixed_and_tuned(sample_data, tmp_path, capsys):
+    rc = cli.main(["tune", "--data", str(sample_data), "--trials", "1", "--out", str(tmp_path), "--lr", "0.01"])
+    assert rc == 2 and "both fixed" in capsys.readouterr().err
+
+
+def test_tuning_a_parameter_without_a_range_is_refused(sample_data, tmp_path, capsys):
+    rc = cli.main(["tune", "--data", str(sample_data), "--trials", "1", "--out", str(tmp_path), "--tune", "image-size"])
+    assert rc == 2 and "no tuning range" in capsys.readouterr().err
+
+
+def test_data_without_a_train_directory_is_refused(tmp_path, capsys):
+    rc = cli.main(["tune", "--data", str(tmp_path), "--trials", "1", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "train/" in capsys.readouterr().err

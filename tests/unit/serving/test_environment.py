@@ -1,0 +1,96 @@
+"""The worker-count rule and the knobs' parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgclf.serving import environment
+from imgclf.serving.environment import HandlerSettings, ServerSettings, default_workers
+from imgclf.serving.limits import RequestLimits
+
+pytestmark = pytest.mark.unit
+
+
+def test_cpu_workers_are_one_per_cpu_when_memory_allows():
+    assert default_workers(None, cpus=4, mem_mb=64_000, gpus=0) == 4
+
+
+def test_cpu_workers_are_capped_by_memory_not_blindly_one_per_cpu(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"\0" * (300 << 20))  # 300 MB weights -> 1.5 GB per worker
+    assert default_workers(tmp_path, cpus=96, mem_mb=8_000, gpus=0) == 4
+    assert default_workers(tmp_path, cpus=96, mem_mb=1_500, gpus=0) == 1
+
+
+def test_gpu_hosts_get_one_worker_per_device():
+    assert default_workers(None, cpus=32, mem_mb=200_000, gpus=4) == 4
+
+
+def test_sagemaker_model_server_workers_overrides_the_rule(monkeypatch):
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "3")
+    s = ServerSettings.from_env(None)
+    assert s.workers == 3 and s.workers_from_env
+
+
+def test_port_timeouts_and_payload_from_the_sagemaker_knobs(monkeypatch):
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "9090")
+    monkeypatch.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "2")
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_TIMEOUT", "30")
+    s = ServerSettings.from_env(None)
+    assert (s.port, s.max_payload_mb, s.timeout_s) == (9090, 2, 30)
+    assert ServerSettings.from_env(None, port=1234).port == 1234
+
+
+def test_bad_knob_values_fail_with_the_variable_name(monkeypatch):
+    monkeypatch.setenv("IMGCLF_TOP_K", "many")
+    with pytest.raises(ValueError, match="IMGCLF_TOP_K"):
+        HandlerSettings.from_env()
+
+
+def test_torch_threads_share_the_cpus_between_workers():
+    assert environment.torch_threads(2, cpus=8) == 4
+    assert environment.torch_threads(16, cpus=8) == 1
+
+
+def test_gpu_count_honours_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert environment.gpu_count() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert environment.gpu_count() == 0
+
+
+def test_flags_override_the_environment_without_writing_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("IMGCLF_BATCH_SIZE", "2")
+    before = dict(__import__("os").environ)
+    s = ServerSettings.from_env(tmp_path, workers=3, batch_size=8, max_batch_delay_ms=5, multi_model=True)
+    assert (s.workers, s.batch_size, s.max_batch_delay_ms, s.multi_model) == (3, 8, 5, True)
+    assert s.workers_from_env and s.handler.workers == 3 and s.model_dir == str(tmp_path)
+    assert dict(__import__("os").environ) == before
+
+
+def test_a_bad_flag_fails_with_the_flag_name():
+    with pytest.raises(ValueError, match="--batch-size 0"):
+        ServerSettings.from_env(None, batch_size=0, environ={})
+
+
+def test_model_dir_defaults_under_sagemaker_base_dir():
+    environ = {"SAGEMAKER_BASE_DIR": "/srv/ml"}
+    assert ServerSettings.from_env(environ=environ, workers=1).model_dir == "/srv/ml/model"
+    mme = {**environ, "SAGEMAKER_MULTI_MODEL": "true"}
+    assert ServerSettings.from_env(environ=mme, workers=1).model_dir == "/srv/ml/models"
+
+
+def test_handler_settings_survive_the_trip_through_the_worker_environment():
+    limits = RequestLimits(max_image_pixels=1000, npy_dtypes=("uint8",))
+    settings = HandlerSettings(default_accept="text/csv", top_k=3, limits=limits, workers=4)
+    assert HandlerSettings.from_env(settings.to_env()) == settings
+    assert HandlerSettings.from_env({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}).workers == 2  # TorchServe
+    assert HandlerSettings.from_env({}) == HandlerSettings()
+
+
+def test_the_jar_is_package_data_unless_imgclf_mms_jar_names_another(tmp_path):
+    assert environment.find_mms_jar({}) == environment.PACKAGED_MMS_JAR
+    assert environment.PACKAGED_MMS_JAR.parent == environment.Path(environment.__file__).resolve().parent
+    other = tmp_path / "other.jar"
+    other.write_bytes(b"PK")
+    assert environment.find_mms_jar({"IMGCLF_MMS_JAR": str(other)}) == other
+    assert ServerSettings.from_env(environ={"IMGCLF_MMS_JAR": str(other)}, workers=1).mms_jar == other
