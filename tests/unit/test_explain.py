@@ -48,7 +48,9 @@ def _trained(arch: str, steps: int) -> torch.nn.Module:
     for _ in range(steps):
         idx = rng.integers(0, len(images), BATCH)
         blank = rng.random(BATCH) < 1 / 11
-        x = torch.stack([BLANK if b else _canvas(images[i], corners[rng.integers(4)]) for i, b in zip(idx, blank)])
+        x = torch.stack(
+            [BLANK if b else _canvas(images[i], corners[rng.integers(4)]) for i, b in zip(idx, blank, strict=True)]
+        )
         y = torch.as_tensor(np.where(blank, 10, labels[idx]))
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
