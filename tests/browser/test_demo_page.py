@@ -131,11 +131,8 @@ def _upload(driver, url: str, path: Path) -> str:
     return " ".join(driver.find_element(By.ID, "status").text.split())
 
 
-def _expected(model_dir: Path, image: Path) -> str:
-    from imgclf.demo import LocalBackend
-
-    result = LocalBackend(model_dir).classify(image.read_bytes(), "image/png", 1, explain=False)
-    return result.predictions[0]["label"]
+def _predicted(backend, image: Path) -> str:
+    return backend.classify(image.read_bytes(), "image/png", 1, explain=False).predictions[0]["label"]
 
 
 def test_the_page_shows_the_label_and_the_overlay_and_refuses_a_non_image(demo_url, browser, model_dir, tmp_path):
@@ -143,12 +140,14 @@ def test_the_page_shows_the_label_and_the_overlay_and_refuses_a_non_image(demo_u
     from selenium.webdriver.support.ui import WebDriverWait
 
     from imgclf.data import write_sample_data
+    from imgclf.demo import LocalBackend
 
     write_sample_data(tmp_path / "digits")
+    local = LocalBackend(model_dir)
     # The first test image the model gets right: the page must show the true digit.
     image = next(
         p for d in sorted((tmp_path / "digits" / "test").iterdir()) for p in sorted(d.iterdir())[:3]
-        if _expected(model_dir, p) == d.name
+        if _predicted(local, p) == d.name
     )  # fmt: skip
     status = _upload(browser, demo_url, image)
     label = re.search(r"Predicted (\S+) \(", status)
