@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_bench import make_artifact, make_jpeg  # noqa: E402
 
-from imgclf.serving.environment import RequestMetricsSettings  # noqa: E402
+from imgclf.serving.environment import HandlerSettings, RequestMetricsSettings  # noqa: E402
 from imgclf.serving.handler import ImageClassifierHandler  # noqa: E402
 from imgclf.serving.request_metrics import RequestMetrics  # noqa: E402
 
@@ -62,7 +62,7 @@ def emit_cost_us(n: int) -> float:
 
 
 def handler_p50s(model_dir: str, jpeg: bytes, blocks: int, per_block: int) -> dict[str, list[float]]:
-    handler = ImageClassifierHandler()
+    handler = ImageClassifierHandler(HandlerSettings.from_env())
     ctx = Context(model_dir)
     handler.initialize(ctx)
     modes = {

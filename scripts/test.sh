@@ -16,6 +16,7 @@ bash scripts/clean_docker.sh >/dev/null
 trap 'bash scripts/clean_docker.sh >/dev/null 2>&1 || true; disk_free "at the end"' EXIT
 disk_free "after set-up"
 bash scripts/sdk_venvs.sh   # SageMaker SDK v2 and v3 venvs for the local-mode tier (one distribution name)
+bash scripts/browser_setup.sh   # chromium + chromium-driver, selenium, .venv-demo (gradio) for tests/browser
 .venv/bin/ruff check src tests examples benchmarks
 .venv/bin/ruff format --check src tests examples benchmarks
 

@@ -34,6 +34,7 @@ COMMANDS = {
     "evaluate": ("imgclf.cli.evaluate", "Evaluate a model (dir or model.tar.gz) on a test channel: evaluation.json."),
     "report": ("imgclf.cli.report", "Debugger-rule and profiler reports from a run's output."),
     "sagemaker": ("imgclf.cli.sagemaker", "Launch training, tuning, endpoints and batch transform on SageMaker."),
+    "demo": ("imgclf.cli.demo", "A web page for a model: top-k, latency and Grad-CAM (needs imgclf[demo])."),
     "metric-definitions": (
         "imgclf.cli.metric_definitions",
         "Print the SageMaker metric_definitions JSON.",

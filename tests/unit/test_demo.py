@@ -1,0 +1,105 @@
+"""`imgclf demo`'s back-ends without a browser: in-process answers, a remote server's answers and refusals, and
+the one-line messages a refused file gets (the page itself is tested in tests/browser)."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import json
+import threading
+
+import pytest
+from PIL import Image
+
+from imgclf import demo
+from imgclf.errors import UserError
+from imgclf.model import ModelMeta, build_model, save_artifact
+from imgclf.serving import errors
+
+pytestmark = pytest.mark.unit
+
+
+def _png(size=(40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo-model")
+    save_artifact(build_model("resnet18", 3), ModelMeta.for_training("resnet18", 3, 32), ["a", "b", "c"], out)
+    return demo.LocalBackend(out)
+
+
+def test_in_process_answers_top_k_latency_and_an_overlay(local):
+    result = local.classify(_png(), "image/png", 2, explain=True)
+    assert [p["label"] for p in result.predictions] != [] and len(result.predictions) == 2
+    assert result.overlay is not None and result.overlay.size == (224, 224)
+    assert 0 < result.explain_ms < result.latency_ms
+    plain = local.classify(_png(), "image/png", 3, explain=False)
+    assert plain.overlay is None and plain.explain_ms is None and len(plain.predictions) == 3
+
+
+def test_a_non_image_gets_the_servers_own_message(local):
+    with pytest.raises(errors.ClientError) as err:
+        local.classify(b"just some text\n", "application/x-image", 3, explain=True)
+    assert "not an image" in demo.describe_error(err.value)
+
+
+def test_a_bug_is_named_not_traced():
+    assert demo.describe_error(KeyError("x")) == "Internal error (KeyError); see the demo's log."
+    assert demo.describe_error(UserError("Cannot reach http://x")) == "Cannot reach http://x"
+
+
+class _Server(http.server.BaseHTTPRequestHandler):
+    answers: list[tuple[int, bytes]] = []
+    seen: list[str | None] = []
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen.append(self.headers.get("X-Amzn-SageMaker-Custom-Attributes"))
+        status, body = type(self).answers.pop(0)
+        self.send_response(status)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _Server)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _Server.answers, _Server.seen = [], []
+    yield f"http://127.0.0.1:{httpd.server_port}", _Server
+    httpd.shutdown()
+
+
+def test_a_server_is_asked_for_gradcam_in_custom_attributes_and_its_refusal_is_readable(server):
+    url, handler = server
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    answer = {
+        "predictions": [[{"label": "3", "index": 3, "probability": 0.9}]],
+        "explanations": [[{"overlay_png": base64.b64encode(buf.getvalue()).decode()}]],
+    }
+    handler.answers = [(200, json.dumps(answer).encode()), (400, b"The body (4 bytes) is not an image.\n")]
+    result = demo.RemoteBackend(url=url).classify(_png(), "image/png", 1, explain=True)
+    assert result.predictions[0]["label"] == "3" and result.overlay.size == (8, 8)
+    assert handler.seen == ["top_k=1,explain=gradcam"]
+    with pytest.raises(UserError, match="400 Bad Request: The body .* is not an image"):
+        demo.RemoteBackend(url=url).classify(b"text", "application/x-image", 1, explain=False)
+
+
+def test_examples_are_one_sample_test_image_per_digit(tmp_path):
+    examples = demo.sample_examples(tmp_path)
+    assert [p.split("/")[-1] for p in examples] == [f"digit-{d}.png" for d in range(10)]
+
+
+def test_the_page_builds_without_touching_the_network(local):
+    pytest.importorskip("gradio")
+    app = demo.build_app(local, [], top_k=3)
+    assert app.title == "imgclf demo"
