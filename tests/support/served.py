@@ -33,10 +33,18 @@ class Served:
     def __init__(self, model_dir: Path, log_path: Path, *args: str, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The management API is off by default (single model); tests read worker state through a loopback one.
+        self.management_url = f"http://127.0.0.1:{free_port()}"
         self.log_path = log_path
         self.cmd = [str(VENV_BIN / "imgclf"), "serve", "--model-dir", str(model_dir), "--port", str(self.port)]
         self.cmd += ["--host", "127.0.0.1", *args]
-        self.env = {**os.environ, "SAGEMAKER_MODEL_SERVER_WORKERS": "1", **(env or {})}
+        management_port = self.management_url.rsplit(":", 1)[1]
+        self.env = {
+            **os.environ,
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+            "IMGCLF_MANAGEMENT_PORT": management_port,
+            **(env or {}),
+        }
         self.proc: subprocess.Popen | None = None
         self.seen_pids: set[int] = set()
         self.ping_answers_before_ready: list[int] = []
@@ -125,7 +133,7 @@ class Served:
 
 
 def worker_start_time(server: Served) -> str:
-    status, _, body = http("GET", server.url + "/models/model")
+    status, _, body = http("GET", server.management_url + "/models/model")
     assert status == 200, body
     described = json.loads(body)
     described = described[0] if isinstance(described, list) else described

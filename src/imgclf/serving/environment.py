@@ -22,6 +22,9 @@ Front-end (`ServerSettings`):
     SAGEMAKER_MAX_PAYLOAD_IN_MB          request body limit, answered with 413 by the front-end (default 6)
     SAGEMAKER_MODEL_SERVER_VMARGS        JVM options of the front-end (default -XX:-UseContainerSupport)
     SAGEMAKER_MULTI_MODEL                "true": multi-model endpoint, models loaded through the management API
+                                         (on the public port; POST /models only for directories under the store)
+    IMGCLF_MANAGEMENT_PORT               single-model: bind MMS's management API on 127.0.0.1:PORT (default 0:
+                                         not at all: it can register models and scale workers)
                                          (default false); `--multi-model` turns it on
     SAGEMAKER_BASE_DIR                   root of the SageMaker layout (default /opt/ml): the model directory is
                                          <base>/model, or <base>/models for a multi-model endpoint;
@@ -245,6 +248,9 @@ class ServerSettings:
     mms_jar: Path | None = None
     java: str = "java"
     handler: HandlerSettings = field(default_factory=HandlerSettings)
+    # Single-model endpoints need no management API: 0 = not bound at all; a port = bound on 127.0.0.1 only (for
+    # operators and tests). Multi-model endpoints serve it on the public port, as SageMaker requires.
+    management_port: int = 0
 
     @classmethod
     def from_env(
@@ -296,6 +302,7 @@ class ServerSettings:
                 else _int_env(environ, "IMGCLF_MAX_BATCH_DELAY_MS", 10, minimum=0)
             ),
             vmargs=environ.get("SAGEMAKER_MODEL_SERVER_VMARGS", DEFAULT_VMARGS),
+            management_port=_int_env(environ, "IMGCLF_MANAGEMENT_PORT", 0, minimum=0),
             multi_model=multi_model,
             gpus=gpus,
             model_dir=model_dir,

@@ -17,7 +17,10 @@ same SAGEMAKER_* knobs), four things are done differently, each for a known fail
   cannot give a model loaded at startup.
 
 Multi-model endpoints (SAGEMAKER_MULTI_MODEL=true): no model at startup; SageMaker loads/unloads models through
-MMS's management API (same port), each with our handler; the port opens at once.
+MMS's management API (same port), each with our handler; the port opens at once. POST /models takes only a
+directory under the models root (the front-end's ModelUrlGuard): stock MMS would download an http(s) URL and run
+the handler code it brings. Single-model endpoints do not expose the management API at all
+(IMGCLF_MANAGEMENT_PORT binds it on loopback), and give up after SAGEMAKER_STARTUP_TIMEOUT when no worker loads.
 
 Everything it is configured with arrives as one `ServerSettings` (imgclf.serving.environment); the workers get
 their `HandlerSettings` through the environment built here for the child process, never through os.environ
@@ -47,6 +50,7 @@ STOP_GRACE_S = 5.0
 MAX_MMS_PORT = 32767  # MMS's Connector.parse refuses port numbers from here up
 GATED_MAIN = "imgclf.mms.GatedModelServer"
 STOCK_MAIN = "com.amazonaws.ml.mms.ModelServer"
+STARTUP_TIMEOUT_EXIT = 3  # GatedModelServer's exit status when no worker loaded the model in time
 
 
 # imgclf.model's artifact files; named here so that the serve process never imports torch (the workers do).
@@ -63,14 +67,21 @@ def check_artifact(model_dir: str) -> None:
         )
 
 
+def management_address(settings: ServerSettings) -> str:
+    """Multi-model: the public port (SageMaker loads models through it). Single model: loopback only, and the gated
+    front-end binds it only when IMGCLF_MANAGEMENT_PORT asks (stock MMS always binds it: port + 1 then)."""
+    if settings.multi_model:
+        return f"http://{settings.host}:{settings.port}"
+    return f"http://127.0.0.1:{settings.management_port or settings.port + 1}"
+
+
 def mms_properties(settings: ServerSettings, model_store: str, plugins_dir: Path | None) -> str:
     """The MMS configuration (the keys sagemaker-inference writes, plus ours)."""
-    address = f"http://{settings.host}:{settings.port}"
     props = {
         "enable_envvars_config": "true",
         "decode_input_request": "false",
-        "inference_address": address,
-        "management_address": address,
+        "inference_address": f"http://{settings.host}:{settings.port}",
+        "management_address": management_address(settings),
         "default_service_handler": HANDLER_SERVICE,
         "default_workers_per_model": settings.workers,
         "default_response_timeout": max(1, -(-settings.timeout_s // 60)),  # MMS reads this one in minutes
@@ -116,7 +127,13 @@ def build_command(settings: ServerSettings, workdir: Path) -> tuple[list[str], d
         f"-Dimgclf.batch_size={settings.batch_size}",
         f"-Dimgclf.max_batch_delay_ms={settings.max_batch_delay_ms}",
         f"-Dimgclf.handler={HANDLER_SERVICE}",
+        # No worker READY by then: the front-end exits 3 (SageMaker then reports a failed endpoint).
+        f"-Dimgclf.startup_timeout_s={settings.startup_timeout_s}",
+        f"-Dimgclf.management={'true' if settings.multi_model or settings.management_port else 'false'}",
     ]
+    if settings.multi_model:
+        # POST /models may register only a directory under the store: no URL downloads, no .. or symlinks out.
+        cmd.append(f"-Dimgclf.models_root={model_dir}")
     classpath = f"{mms_home}/mms/frontend/*"
     args = ["--python", sys.executable, "-f", str(config), "-s", model_store]
     if jar is not None:
@@ -237,5 +254,11 @@ def serve(settings: ServerSettings) -> int:
     if stopping:
         log.info("Stopped on signal %d in %.2f s", stopping[0], time.monotonic() - stopping_at[0])
         return 0
-    log.error("The model server exited with status %s", rc)
+    if rc == STARTUP_TIMEOUT_EXIT:
+        log.error(
+            "No worker loaded the model within SAGEMAKER_STARTUP_TIMEOUT=%d s (see the worker log above)",
+            settings.startup_timeout_s,
+        )
+    else:
+        log.error("The model server exited with status %s", rc)
     return 1 if not rc else rc
