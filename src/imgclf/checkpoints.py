@@ -1,7 +1,7 @@
 """Epoch checkpoints in /opt/ml/checkpoints (SageMaker syncs it to S3 and restores it on a spot restart).
 
 Files are `checkpoint-EEEE.pt`, written through a temp file and `os.replace`, so a kill mid-write leaves the
-previous checkpoint intact; loading walks from the newest back past any that are unreadable.
+previous checkpoint intact; loading walks from the newest back past any that are unreadable. Loading is weights-only (no pickle code runs).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def load_latest(directory: str | Path | None) -> dict[str, Any] | None:
         return None
     for epoch, path in _checkpoints(Path(directory)):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: a checkpoint is tensors, numbers, strings, lists and dicts; nothing in it may run code
+            # (the directory is synced from S3, where anyone with bucket access can put a file).
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated or corrupt file: fall back to the previous one
             log.warning("Checkpoint %s is unreadable (%s); trying an older one", path, exc)
             continue
