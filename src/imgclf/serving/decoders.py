@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from imgclf import images
 from imgclf.serving import errors
 
 Input = Image.Image | np.ndarray
@@ -115,21 +116,12 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             img.load()
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise errors.bad_request(f"Corrupt or truncated {img.format} image: {exc}") from None
-    return to_rgb(img)
+    return images.to_rgb(img)
 
 
 def _bomb_message(size: tuple[int, int] | None, max_pixels: int) -> str:
     what = f"{size[0]} x {size[1]} = {size[0] * size[1]:,} pixels" if size else "over the pixel limit"
     return f"Image is {what}; the limit is {max_pixels:,} pixels (IMGCLF_MAX_IMAGE_PIXELS). Resize it before sending."
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """The conversions of training's `open_rgb`: 16/32-bit integer -> 8-bit grey, everything -> RGB."""
-    if img.mode.startswith("I;16"):
-        img = img.convert("I")
-    if img.mode in ("I", "F"):
-        img = img.point(lambda v: v / 256).convert("L") if img.mode == "I" else img.convert("L")
-    return img.convert("RGB")
 
 
 # ---- JSON -----------------------------------------------------------------------------------------------------
