@@ -22,8 +22,8 @@ from imgclf_testkit import (
     sagemaker_train,
 )
 
+from imgclf.artifact import load_artifact
 from imgclf.metrics import METRIC_DEFINITIONS
-from imgclf.model import load_artifact
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,18 @@
-"""Entry points for the SageMaker training contract.
+"""The container side of the SageMaker training contract: what the job is told, and the entry points.
 
-`main` is the framework module sagemaker-training runs (`SAGEMAKER_TRAINING_MODULE=imgclf.sagemaker_entry:main`):
+/opt/ml (or SAGEMAKER_BASE_DIR), read through sagemaker-training's Environment (which also reads the SM_* variables):
+
+input/config/hyperparameters.json   every value a JSON string
+input/config/resourceconfig.json    hosts, current_host
+input/config/inputdataconfig.json   channels -> input/data/<channel>
+input/config/debughookconfig.json   SageMaker Debugger (optional)
+input/config/profilerconfig.json    SageMaker Profiler (optional)
+model/                              the artifact (SageMaker tars it to model.tar.gz)
+checkpoints/                        synced to S3, restored on spot restarts
+output/failure                      the reason a job failed (written by sagemaker-training)
+output/data/                        uploaded with the job (the profiler's records)
+
+`main` is the framework module sagemaker-training runs (`SAGEMAKER_TRAINING_MODULE=imgclf.training.contract:main`):
 the toolkit turns a raised `ClientError` into `/opt/ml/output/failure` + exit 1, and writes `success` otherwise.
 `container_main` is what the train image runs for `train`: it fills in what SageMaker would have written
 when the image runs outside SageMaker, then hands over to the toolkit's `train` program.
@@ -9,34 +21,106 @@ when the image runs outside SageMaker, then hands over to the toolkit's `train` 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from imgclf import distributed, environment
+from imgclf.channels import canonical_channels
 from imgclf.errors import UserError
+from imgclf.hyperparameters import Hyperparameters
+from imgclf.sample_data import write_fallback_sample
+from imgclf.training import distributed
+from imgclf.training.fit import fit
+from imgclf.training.setup import RunConfig
 
 log = logging.getLogger(__name__)
 
+DEFAULT_BASE_DIR = "/opt/ml"
 _SAMPLE_ENV = "IMGCLF_TRAIN_ON_SAMPLE"
-FRAMEWORK_MODULE = "imgclf.sagemaker_entry:main"
+FRAMEWORK_MODULE = "imgclf.training.contract:main"
+
+
+# ---- what the job is told -------------------------------------------------------------------------------------
+
+
+def base_dir() -> Path:
+    return Path(os.environ.get("SAGEMAKER_BASE_DIR", DEFAULT_BASE_DIR))
+
+
+@dataclass
+class SageMakerJob:
+    hyperparameters: dict[str, Any]
+    channels: dict[str, Path]
+    model_dir: Path
+    checkpoint_dir: Path
+    output_dir: Path
+    debughook_config: Path
+    profiler_config: Path
+    output_data_dir: Path
+    hosts: list[str]
+    current_host: str
+
+
+def read_job() -> SageMakerJob:
+    """Everything a training job is told, via sagemaker-training's Environment (it reads base_dir at import)."""
+    from sagemaker_training import environment as sm_env
+
+    env = sm_env.Environment()
+    root = Path(sm_env.base_dir)
+    channels = canonical_channels(env.channel_input_dirs)
+    # SageMaker's hyperparameters minus its own sagemaker_* keys; values already JSON-decoded.
+    return SageMakerJob(
+        hyperparameters=dict(env.hyperparameters),
+        channels=channels,
+        model_dir=Path(env.model_dir),
+        checkpoint_dir=root / "checkpoints",
+        output_dir=Path(env.output_dir),
+        debughook_config=root / "input" / "config" / "debughookconfig.json",
+        profiler_config=root / "input" / "config" / "profilerconfig.json",
+        output_data_dir=Path(env.output_data_dir),
+        hosts=list(env.hosts),
+        current_host=env.current_host,
+    )
+
+
+def fill_local_defaults(root: Path | None = None) -> bool:
+    """`docker run IMAGE train` outside SageMaker: write the config files SageMaker would have written.
+
+    Returns True when there is no data at all (no inputdataconfig.json and no input/data/<channel>): the
+    caller then trains on the embedded sample. Existing files are never changed.
+    """
+    root = root or base_dir()
+    config = root / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    data_root = root / "input" / "data"
+    present = sorted(p.name for p in data_root.iterdir() if p.is_dir()) if data_root.is_dir() else []
+    no_data = not (config / "inputdataconfig.json").exists() and not present
+    defaults = {
+        "hyperparameters.json": {},
+        "resourceconfig.json": {"current_host": "algo-1", "hosts": ["algo-1"]},
+        "inputdataconfig.json": {name: {"TrainingInputMode": "File"} for name in present},
+    }
+    for name, content in defaults.items():
+        path = config / name
+        if not path.exists():
+            path.write_text(json.dumps(content))
+            log.info("Wrote default %s (not running on SageMaker)", path)
+    return no_data
+
+
+# ---- entry points ---------------------------------------------------------------------------------------------
 
 
 def _run_job() -> None:
-    from imgclf.hyperparameters import Hyperparameters
-    from imgclf.training import RunConfig, fit
-
-    job = environment.read_job()
+    job = read_job()
     hp = Hyperparameters.from_mapping(job.hyperparameters)
     channels = dict(job.channels)
     if "train" not in channels and os.environ.get(_SAMPLE_ENV) == "1":
-        from imgclf.data import write_sample_data
-
-        sample = Path(tempfile.mkdtemp(prefix="imgclf-sample-"))
-        write_sample_data(sample)
-        print(f"No input channels: training on the embedded digits sample ({sample})", flush=True)
-        channels = {name: sample / name for name in environment.CHANNELS}
+        sample = write_fallback_sample("No input channels")
+        channels = {"train": sample.train, "valid": sample.valid, "test": sample.test}
     if "train" not in channels:
         raise UserError(
             "No 'train' channel. Pass training data as the 'train' channel (ImageFolder layout: "
@@ -58,7 +142,7 @@ def _run_job() -> None:
         return
     profiler = contextlib.nullcontext()
     if job.profiler_config.is_file():
-        from imgclf.profiling import Profiler
+        from imgclf.training.profiler import Profiler
 
         # output/data is uploaded with the job (output.tar.gz): `imgclf report profile` reads it afterwards.
         profiler = Profiler(job.output_data_dir / "profile")
@@ -67,8 +151,6 @@ def _run_job() -> None:
 
 
 def _gpu_worker(local_rank: int, hp, cfg, layout: distributed.Layout) -> None:
-    from imgclf.training import fit
-
     fit(hp, cfg, layout=layout.for_local_rank(local_rank))
 
 
@@ -99,7 +181,7 @@ def main() -> None:
 def container_main() -> None:
     """The train image's `train`: defaults for local runs, then sagemaker-training's trainer."""
     logging.basicConfig(level=logging.INFO)
-    if environment.fill_local_defaults():
+    if fill_local_defaults():
         os.environ[_SAMPLE_ENV] = "1"
     os.environ.setdefault("SAGEMAKER_TRAINING_MODULE", FRAMEWORK_MODULE)
     from sagemaker_training import trainer
