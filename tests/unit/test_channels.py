@@ -1,5 +1,6 @@
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,21 @@ def test_stratified_split_keeps_every_class_on_both_sides():
     kept, held = channels.stratified_split(samples, 0.2, seed=1)
     assert Counter(label for _, label in held) == {0: 2, 1: 2, 2: 2}
     assert not set(kept) & set(held) and len(kept) + len(held) == 30
+
+
+def test_data_with_channel_folders_or_as_the_train_channel_and_explicit_channels_win(sample_data, tmp_path):
+    paths = channels.resolve_channels(sample_data)
+    assert paths == channels.ChannelPaths(sample_data / "train", sample_data / "valid", sample_data / "test")
+    assert channels.resolve_channels(sample_data / "train") == channels.ChannelPaths(sample_data / "train")
+    own_valid = tmp_path / "v"
+    assert channels.resolve_channels(sample_data, valid=own_valid).valid == own_valid
+    assert channels.resolve_channels(None, train=own_valid) == channels.ChannelPaths(own_valid)
+    assert channels.resolve_channels(None) is None
+    with pytest.raises(UserError, match="not a directory"):
+        channels.resolve_channels(tmp_path / "missing")
+
+
+def test_sagemaker_channel_aliases_map_to_train_valid_test_and_others_are_ignored(caplog):
+    named = {"training": "/a", "validation": "/b", "testing": "/c", "extra": "/d"}
+    assert channels.canonical_channels(named) == {"train": Path("/a"), "valid": Path("/b"), "test": Path("/c")}
+    assert "Ignoring unknown channel 'extra'" in caplog.text

@@ -113,15 +113,20 @@ def _criterion(hp: Hyperparameters, sets: Datasets, device: torch.device) -> nn.
     return nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None)
 
 
+def _precision(hp: Hyperparameters, device: torch.device) -> tuple[bool, torch.dtype, torch.amp.GradScaler]:
+    """AMP on CUDA only (bf16 where supported); fp16 (GPUs without bf16, e.g. the seeds' T4 on ml.g4dn) needs
+    loss scaling or small gradients underflow; disabled, the scaler passes everything through unchanged."""
+    use_amp = hp.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    return use_amp, amp_dtype, torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+
 def set_up(
     hp: Hyperparameters, cfg: RunConfig, layout: distributed.Layout, feature_cache: dict | None, profiler: Any
 ) -> Run:
+    """Data, network (frozen backbone or fine-tuned, cached features or not), loss, optimiser, DDP, debugger."""
     device = layout.device
-    use_amp = hp.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    # fp16 (GPUs without bf16, e.g. the seeds' T4 on ml.g4dn) needs loss scaling or small gradients underflow;
-    # disabled, the scaler passes everything through unchanged.
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    use_amp, amp_dtype, scaler = _precision(hp, device)
     workers = dataloader_workers(hp.num_workers, layout.procs_per_host)
 
     sets = load_datasets(hp, cfg)
