@@ -37,12 +37,14 @@ def sample_model(out: Path, data: Path, epochs: int) -> None:
     """ResNet-18 at 224 px: trained with `imgclf train` for `epochs` (FAST settings otherwise), or with 0 epochs
     just built (random init) and saved as an artifact."""
     if epochs > 0:
-        from imgclf_testkit import VENV_BIN, fast_flags
+        from support import VENV_BIN
+        from support.training import fast_flags
 
         cmd = [str(VENV_BIN / "imgclf"), "train", "--data", str(data), "--model-dir", str(out)]
         subprocess.run(cmd + fast_flags(**{"image-size": "224", "epochs": str(epochs)}), check=True)
         return
-    from imgclf.model import ModelMeta, build_model, save_artifact
+    from imgclf.artifact import ModelMeta, save_artifact
+    from imgclf.model import build_model
 
     classes = sorted(d.name for d in (data / "train").iterdir() if d.is_dir())
     meta = ModelMeta.for_training("resnet18", len(classes), 224)
@@ -89,9 +91,11 @@ def main() -> int:
 
     import torch
 
-    from imgclf.data import eval_transform, open_rgb, scan_image_folder, write_sample_data
+    from imgclf.artifact import load_meta
+    from imgclf.channels import scan_image_folder
     from imgclf.export import export_engines
-    from imgclf.model import load_meta
+    from imgclf.images import eval_transform, open_rgb
+    from imgclf.sample_data import write_sample_data
     from imgclf.serving.decoders import decode_image
     from imgclf.serving.engines import EagerEngine, OnnxEngine
     from imgclf.serving.preprocess import Preprocessing, Preprocessor, open_for_model

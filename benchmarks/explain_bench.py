@@ -24,7 +24,8 @@ import torch
 from mms.context import Context, RequestProcessor
 from PIL import Image
 
-from imgclf.model import ModelMeta, build_model, save_artifact
+from imgclf.artifact import ModelMeta, save_artifact
+from imgclf.model import build_model
 from imgclf.serving.environment import HandlerSettings
 from imgclf.serving.handler import ImageClassifierHandler
 

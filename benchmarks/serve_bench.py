@@ -38,8 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
 from train_bench import cpu_name  # noqa: E402
 
-from imgclf.data import eval_transform, load_digits  # noqa: E402
-from imgclf.model import ModelMeta, build_model, load_artifact, save_artifact  # noqa: E402
+from imgclf.artifact import ModelMeta, load_artifact, save_artifact  # noqa: E402
+from imgclf.images import eval_transform  # noqa: E402
+from imgclf.model import build_model  # noqa: E402
+from imgclf.sample_data import load_digits  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent

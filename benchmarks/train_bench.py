@@ -41,8 +41,8 @@ from torch import nn
 from torchvision import datasets
 from torchvision import transforms as T
 
-from imgclf.data import write_sample_data
 from imgclf.hyperparameters import Hyperparameters
+from imgclf.sample_data import write_sample_data
 from imgclf.training import RunConfig, fit
 
 MODES = ("seed_style", "imgclf", "imgclf_augment")

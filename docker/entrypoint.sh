@@ -15,9 +15,9 @@ case "$1" in
     ;;
 esac
 case "$1" in
-  # sagemaker-training's trainer with SAGEMAKER_TRAINING_MODULE=imgclf.sagemaker_entry:main; outside SageMaker
-  # it first writes the config files SageMaker would have written (imgclf.sagemaker_entry.container_main).
-  train) shift; exec python -m imgclf.sagemaker_entry "$@" ;;
+  # sagemaker-training's trainer with SAGEMAKER_TRAINING_MODULE=imgclf.training.contract:main; outside SageMaker
+  # it first writes the config files SageMaker would have written (imgclf.training.contract.container_main).
+  train) shift; exec python -m imgclf.training.contract "$@" ;;
   serve) shift; exec imgclf serve "$@" ;;
   # The pipeline's evaluation step (a SageMaker Processing job in the train image): imgclf.processing_contract.
   evaluate) shift; exec imgclf evaluate "$@" ;;

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.data import write_sample_data
+from imgclf.sample_data import write_sample_data
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Epoch checkpoints in /opt/ml/checkpoints (SageMaker syncs it to S3 and restores it on a spot restart).
 
 Files are `checkpoint-EEEE.pt`, written through a temp file and `os.replace`, so a kill mid-write leaves the
-previous checkpoint intact; loading walks from the newest back past any that are unreadable. Loading is weights-only (no pickle code runs).
+previous checkpoint intact; loading walks from the newest back past any that are unreadable.
+Loading is weights-only: no pickle code runs.
 """
 
 from __future__ import annotations

@@ -68,8 +68,8 @@ class LocalBackend:
     def __init__(self, model_dir: str | Path) -> None:
         import torch
 
-        from imgclf.data import eval_transform
-        from imgclf.model import load_artifact
+        from imgclf.artifact import load_artifact
+        from imgclf.images import eval_transform
         from imgclf.serving import explanations
 
         artifact = load_artifact(model_dir, "cpu")
@@ -177,7 +177,7 @@ def describe_error(exc: BaseException) -> str:
 def sample_examples(out_dir: Path) -> list[str]:
     """One test image per class of the embedded digits sample (what the quick-start model was trained on), named
     for its digit."""
-    from imgclf.data import write_sample_data
+    from imgclf.sample_data import write_sample_data
 
     write_sample_data(out_dir / "sample")
     examples = []

@@ -59,7 +59,8 @@ def load_images(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to `limit` images of an ImageFolder channel, spread evenly over it (so every class is represented),
     preprocessed exactly as serving does without draft mode: (N, 3, S, S) float32 and (N,) labels."""
-    from imgclf.data import open_rgb, scan_image_folder
+    from imgclf.channels import scan_image_folder
+    from imgclf.images import open_rgb
 
     samples = scan_image_folder(root, classes=list(classes), channel=channel).samples
     if len(samples) > limit:
@@ -200,7 +201,7 @@ def export_engines(
     """Export, validate and time the candidates; keep the ones that pass. See the module docstring."""
     import torch
 
-    from imgclf.model import WEIGHTS_FILE, load_artifact
+    from imgclf.artifact import WEIGHTS_FILE, load_artifact
 
     unknown = sorted(set(candidates) - set(CANDIDATES))
     if unknown:

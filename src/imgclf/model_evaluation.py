@@ -101,15 +101,17 @@ def predict(
     """(labels, softmax probabilities, class names) of the artifact on the test channel, class order the model's."""
     import torch
 
-    from imgclf import data, formats
-    from imgclf.model import load_artifact
+    from imgclf.artifact import load_artifact
+    from imgclf.channel_formats import load_channel
+    from imgclf.images import eval_transform
+    from imgclf.training.loaders import ImageDataset, collate_skip_bad
 
     artifact = load_artifact(model_dir, "cpu")
     class_names = [artifact.index_to_name[i] for i in range(len(artifact.index_to_name))]
-    channel = formats.load_channel(test_dir, classes=class_names, channel="test")
-    dataset = data.ImageDataset(channel.samples, data.eval_transform(artifact.meta), reader=channel.reader)
+    channel = load_channel(test_dir, classes=class_names, channel="test")
+    dataset = ImageDataset(channel.samples, eval_transform(artifact.meta), reader=channel.reader)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=data.collate_skip_bad
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_bad
     )
     labels, probs = [], []
     with torch.no_grad():

@@ -141,8 +141,8 @@ def test_the_page_shows_the_label_and_the_overlay_and_refuses_a_non_image(demo_u
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from imgclf.data import write_sample_data
     from imgclf.demo import LocalBackend
+    from imgclf.sample_data import write_sample_data
 
     write_sample_data(tmp_path / "digits")
     local = LocalBackend(model_dir)

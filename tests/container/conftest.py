@@ -13,7 +13,7 @@ import pytest
 from support import containers as sm
 from support.training import FAST_HYPERPARAMETERS
 
-from imgclf.data import write_sample_data
+from imgclf.sample_data import write_sample_data
 
 # Fast settings (random init: no weights can be downloaded here); 3 epochs, every value a string as SageMaker sends.
 CONTAINER_HYPERPARAMETERS = FAST_HYPERPARAMETERS

@@ -28,7 +28,8 @@ import pytest
 import support.containers as sm
 import support.hostile_payloads as hp
 
-from imgclf.model import ModelMeta, build_model, save_artifact
+from imgclf.artifact import ModelMeta, save_artifact
+from imgclf.model import build_model
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.container]
 

@@ -12,10 +12,11 @@ import torch
 import torchvision
 from torchvision.transforms import InterpolationMode
 
-from imgclf import data
 from imgclf import model as m
+from imgclf.artifact import META_FILE, ModelMeta, load_artifact, save_artifact
 from imgclf.errors import UserError
 from imgclf.hyperparameters import ARCHITECTURES, Hyperparameters
+from imgclf.images import eval_transform, open_rgb
 from imgclf.training import RunConfig, fit
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ def test_arch_choices_are_every_torchvision_classification_model():
     ],
 )
 def test_the_head_is_replaced_for_each_family(arch, head, features):
-    meta = m.ModelMeta.for_training(arch, 3, 64)
+    meta = ModelMeta.for_training(arch, 3, 64)
     net = m.build_model(arch, 3, model_kwargs=dict(meta.model_kwargs))
     assert m.head_path(net) == head
     net.train()
@@ -49,25 +50,25 @@ def test_the_head_is_replaced_for_each_family(arch, head, features):
 
 
 def test_pretrained_imagenet_meta_records_the_weights_own_preprocessing():
-    meta = m.ModelMeta.for_training("efficientnet_b4", 2, 380, "imagenet")  # metadata only: nothing downloaded
+    meta = ModelMeta.for_training("efficientnet_b4", 2, 380, "imagenet")  # metadata only: nothing downloaded
     assert (meta.image_size, meta.resize_size, meta.interpolation) == (380, 384, "bicubic")
     assert meta.weights == "EfficientNet_B4_Weights.IMAGENET1K_V1"
     assert meta.mean == (0.485, 0.456, 0.406) and meta.std == (0.229, 0.224, 0.225)
-    transform = data.eval_transform(meta)
+    transform = eval_transform(meta)
     assert transform.transforms[0].interpolation == InterpolationMode.BICUBIC
-    assert m.ModelMeta.for_training("resnet50", 2, 224, "imagenet").resize_size == 232  # IMAGENET1K_V2's recipe
-    assert m.ModelMeta.for_training("resnet18", 2, 224).resize_size == 256  # no weights: as before
+    assert ModelMeta.for_training("resnet50", 2, 224, "imagenet").resize_size == 232  # IMAGENET1K_V2's recipe
+    assert ModelMeta.for_training("resnet18", 2, 224).resize_size == 256  # no weights: as before
 
 
 def test_local_weights_file_loads_a_non_resnet_backbone_and_the_artifact_round_trips(tmp_path):
     source = torchvision.models.get_model("googlenet", weights=None, aux_logits=True, init_weights=False)
     torch.save(source.state_dict(), tmp_path / "googlenet.pth")  # torchvision layout, auxiliary heads included
-    meta = m.ModelMeta.for_training("googlenet", 4, 64, str(tmp_path / "googlenet.pth"))
+    meta = ModelMeta.for_training("googlenet", 4, 64, str(tmp_path / "googlenet.pth"))
     assert dict(meta.model_kwargs)["transform_input"] is True  # what torchvision's googlenet weights expect
     net = m.build_model("googlenet", 4, str(tmp_path / "googlenet.pth"), model_kwargs=dict(meta.model_kwargs))
     assert torch.equal(net.conv1.conv.weight, source.conv1.conv.weight)
-    m.save_artifact(net, meta, ["a", "b", "c", "d"], tmp_path / "model")
-    loaded = m.load_artifact(tmp_path / "model")
+    save_artifact(net, meta, ["a", "b", "c", "d"], tmp_path / "model")
+    loaded = load_artifact(tmp_path / "model")
     assert loaded.meta == meta and loaded.meta.input_shape == (3, 64, 64)
     x = torch.randn(2, 3, 64, 64)
     assert torch.allclose(loaded.model(x), net.eval()(x), atol=1e-5)
@@ -75,12 +76,12 @@ def test_local_weights_file_loads_a_non_resnet_backbone_and_the_artifact_round_t
 
 def test_older_artifacts_without_the_new_fields_still_load(tmp_path):
     net = m.build_model("resnet18", 2).eval()
-    m.save_artifact(net, m.ModelMeta.for_training("resnet18", 2, 32), ["x", "y"], tmp_path)
-    raw = json.loads((tmp_path / m.META_FILE).read_text())
+    save_artifact(net, ModelMeta.for_training("resnet18", 2, 32), ["x", "y"], tmp_path)
+    raw = json.loads((tmp_path / META_FILE).read_text())
     for new_field in ("interpolation", "model_kwargs", "weights"):
         del raw[new_field]
-    (tmp_path / m.META_FILE).write_text(json.dumps(raw))
-    loaded = m.load_artifact(tmp_path)
+    (tmp_path / META_FILE).write_text(json.dumps(raw))
+    loaded = load_artifact(tmp_path)
     assert loaded.meta.interpolation == "bilinear" and loaded.meta.model_kwargs == ()
 
 
@@ -115,12 +116,12 @@ def test_shufflenet_trains_and_its_artifact_predicts_what_training_measured(samp
     cfg = RunConfig(train_dir=sample_data / "train", test_dir=sample_data / "test", model_dir=tmp_path / "model")
     result = fit(hp, cfg)
     assert result["test_accuracy"] > 0.3  # 10 classes, 3 short epochs from random init
-    artifact = m.load_artifact(tmp_path / "model")
+    artifact = load_artifact(tmp_path / "model")
     assert artifact.meta.arch == "shufflenet_v2_x0_5" and m.head_path(artifact.model) == "fc"
     # Serving's path: eval_transform(meta) on the image file, the loaded model, index_to_name.
-    transform = data.eval_transform(artifact.meta)
+    transform = eval_transform(artifact.meta)
     images = sorted((sample_data / "test").rglob("*.png"))
-    batch = torch.stack([transform(data.open_rgb(str(p))) for p in images])
+    batch = torch.stack([transform(open_rgb(str(p))) for p in images])
     with torch.no_grad():
         predicted = artifact.model(batch).argmax(1).tolist()
     correct = sum(artifact.index_to_name[i] == p.parent.name for i, p in zip(predicted, images, strict=True))

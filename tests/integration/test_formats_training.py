@@ -15,11 +15,11 @@ import h5py
 import numpy as np
 import pytest
 from support.training import FAST_HYPERPARAMETERS, make_opt_ml, sagemaker_train
-from unit.test_formats import write_hdf5_channel, write_manifest_channel
+from unit.test_channel_formats import write_hdf5_channel, write_manifest_channel
 
+from imgclf.artifact import load_artifact
 from imgclf.hyperparameters import Hyperparameters
 from imgclf.metrics import METRIC_DEFINITIONS
-from imgclf.model import load_artifact
 from imgclf.training import RunConfig, fit
 
 pytestmark = pytest.mark.integration

@@ -93,7 +93,7 @@ def test_a_loop_that_waits_for_data_is_named_data_bound(tmp_path):
     import torch
 
     from imgclf.diagnostics.profiler_rules import analyse_profile
-    from imgclf.profiling import Profiler
+    from imgclf.training.profiler import Profiler
 
     model = torch.nn.Linear(64, 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

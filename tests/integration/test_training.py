@@ -16,8 +16,8 @@ from support import VENV_BIN
 from support.ports import free_port
 from support.training import FAST_HYPERPARAMETERS, fast_flags, make_opt_ml, read_until, sagemaker_train
 
+from imgclf.artifact import load_artifact
 from imgclf.metrics import METRIC_DEFINITIONS
-from imgclf.model import load_artifact
 
 pytestmark = pytest.mark.integration
 

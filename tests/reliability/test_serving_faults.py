@@ -35,7 +35,8 @@ FUZZ_EXAMPLES = int(os.environ.get("IMGCLF_RELIABILITY_FUZZ", "1000"))
 def artifact(tmp_path_factory):
     import torch
 
-    from imgclf.model import ModelMeta, build_model, save_artifact
+    from imgclf.artifact import ModelMeta, save_artifact
+    from imgclf.model import build_model
 
     out = tmp_path_factory.mktemp("artifact")
     torch.manual_seed(0)

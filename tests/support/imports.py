@@ -36,13 +36,9 @@ CORE = "core"
 MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
     # The container side of training: sagemaker-training, smdebug hooks, psutil in the profiler.
     "imgclf.training": ("train",),
-    "imgclf.environment": ("train",),
-    "imgclf.sagemaker_entry": ("train",),
-    "imgclf.debugger": ("train",),
-    "imgclf.profiling": ("train",),
     # Channel formats: h5py for HDF5 channels (imported only when one is read).
     "imgclf.channels": ("hdf5",),
-    "imgclf.formats": ("hdf5",),
+    "imgclf.channel_formats": ("hdf5",),
     # The serving side: sagemaker-inference, multi-model-server, psutil.
     "imgclf.serving": ("serve",),
     # `imgclf tune`: optuna, matplotlib.
@@ -53,23 +49,26 @@ MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
     "imgclf.cli.export": ("export",),
     # Grad-CAM (captum), also served by the serve image.
     "imgclf.explain": ("explain",),
+    "imgclf.demo": ("demo",),
+    "imgclf.cli.demo": ("demo",),
     # `imgclf report`: smdebug trials, matplotlib.
     "imgclf.diagnostics": ("reports",),
-    "imgclf.reports": ("reports",),
-    "imgclf.rules": ("reports",),
     # `imgclf sagemaker`: the SageMaker Python SDK.
     "imgclf.sagemaker": ("sagemaker",),
-    "imgclf.launch": ("sagemaker",),
 }
 
 # Import names whose distribution the Python running the tests may not have installed (so
 # importlib.metadata.packages_distributions() cannot tell): the SDK lives in scripts/sdk_venvs.sh's venvs.
-KNOWN_DISTRIBUTIONS = {"sagemaker": "sagemaker"}
+# Extras that clash with the lock and live in venvs of their own (scripts/sdk_venvs.sh, scripts/browser_setup.sh):
+# not in `all`, not pinned by docker/constraints.txt.
+OWN_VENV_EXTRAS = ("sagemaker", "demo")
+
+KNOWN_DISTRIBUTIONS = {"sagemaker": "sagemaker", "gradio": "gradio"}  # gradio: .venv-demo (browser tier)
 
 
 @dataclass(frozen=True)
 class Import:
-    module: str  # the importing module, e.g. imgclf.formats
+    module: str  # the importing module, e.g. imgclf.channel_formats
     name: str  # the top-level name imported, e.g. h5py
     eager: bool  # runs when the module is imported (False: inside a function, run when that is called)
     line: int

@@ -255,8 +255,8 @@ def local_top1(model_dir: Path, image_paths: list[str]) -> dict[str, str]:
     """The artifact's own top-1 for each image, in-process (what the endpoint must agree with)."""
     import torch
 
-    from imgclf.data import eval_transform, open_rgb
-    from imgclf.model import load_artifact
+    from imgclf.artifact import load_artifact
+    from imgclf.images import eval_transform, open_rgb
 
     art = load_artifact(model_dir, torch.device("cpu"))
     tf = eval_transform(art.meta)

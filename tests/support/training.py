@@ -78,7 +78,7 @@ def sagemaker_train(base: Path, env: dict[str, str] | None = None, **popen) -> s
     full_env = {
         **os.environ,
         "SAGEMAKER_BASE_DIR": str(base),
-        "SAGEMAKER_TRAINING_MODULE": "imgclf.sagemaker_entry:main",
+        "SAGEMAKER_TRAINING_MODULE": "imgclf.training.contract:main",
         **(env or {}),
     }
     return subprocess.Popen(

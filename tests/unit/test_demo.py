@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from imgclf import demo
+from imgclf.artifact import ModelMeta, save_artifact
 from imgclf.errors import UserError
-from imgclf.model import ModelMeta, build_model, save_artifact
+from imgclf.model import build_model
 from imgclf.serving import errors
 
 pytestmark = pytest.mark.unit

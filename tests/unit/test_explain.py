@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from imgclf import explain
-from imgclf.data import load_digits
 from imgclf.errors import UserError
 from imgclf.model import build_model
+from imgclf.sample_data import load_digits
 
 pytestmark = pytest.mark.unit
 

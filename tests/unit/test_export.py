@@ -12,7 +12,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from imgclf import export  # noqa: E402
-from imgclf.model import ModelMeta, build_model, save_artifact  # noqa: E402
+from imgclf.artifact import ModelMeta, save_artifact  # noqa: E402
+from imgclf.model import build_model  # noqa: E402
 from imgclf.serving import engines  # noqa: E402
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,3 @@
-import os
 import time
 
 import pytest
@@ -8,17 +7,6 @@ from imgclf import model as m
 from imgclf.errors import UserError
 
 pytestmark = pytest.mark.unit
-
-
-def test_artifact_round_trip_reproduces_the_outputs(tmp_path):
-    net = m.build_model("resnet18", 4).eval()
-    meta = m.ModelMeta.for_training("resnet18", 4, 64)
-    m.save_artifact(net, meta, ["a", "b", "c", "d"], tmp_path)
-    loaded = m.load_artifact(tmp_path)
-    x = torch.randn(2, 3, 64, 64)
-    assert torch.allclose(loaded.model(x), net(x), atol=1e-5)
-    assert loaded.meta == meta and loaded.index_to_name == {0: "a", 1: "b", 2: "c", 3: "d"}
-    assert sorted(os.listdir(tmp_path)) == ["imgclf.json", "index_to_name.json", "model.pt"]
 
 
 def test_pretrained_weights_from_a_local_file_load_the_backbone(tmp_path):

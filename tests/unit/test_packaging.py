@@ -48,15 +48,15 @@ def test_the_table_names_real_extras(declared):
     assert not unknown, f"MODULE_EXTRAS names extras pyproject.toml does not have: {unknown}"
 
 
-def test_all_holds_every_extra_but_the_sdk_and_dev(declared):
+def test_all_holds_every_extra_but_those_with_venvs_of_their_own_and_dev(declared):
     """`imgclf[all]` is what the images and the host venv run; the SDK (its own venvs) and dev tools are apart."""
     for extra, names in declared.items():
-        if extra not in (imports.CORE, "all", "sagemaker", "dev"):
+        if extra not in (imports.CORE, "all", *imports.OWN_VENV_EXTRAS, "dev"):
             assert names <= declared["all"], f"imgclf[all] lacks {sorted(names - declared['all'])} of [{extra}]"
     assert "sagemaker" not in declared["all"]
 
 
-def test_the_lock_pins_every_declared_package_but_the_sdk(declared):
+def test_the_lock_pins_every_declared_package_but_those_with_venvs_of_their_own(declared):
     """docker/constraints.txt stays the exact lock for the images and CI: it pins each package pyproject names."""
     lock = imports.REPO / "docker" / "constraints.txt"
     pinned = {
@@ -64,5 +64,7 @@ def test_the_lock_pins_every_declared_package_but_the_sdk(declared):
         for line in lock.read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    wanted = set().union(*(names for extra, names in declared.items() if extra not in ("sagemaker", "dev")))
+    wanted = set().union(
+        *(names for extra, names in declared.items() if extra not in (*imports.OWN_VENV_EXTRAS, "dev"))
+    )
     assert wanted <= pinned, f"pyproject.toml declares {sorted(wanted - pinned)}, which docker/constraints.txt lacks"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from imgclf.data import write_sample_data
+from imgclf.sample_data import write_sample_data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import tempfile
 from pathlib import Path
 
 from imgclf import hyperparameters
-from imgclf.errors import UserError
+from imgclf.channels import resolve_channels
+from imgclf.sample_data import write_fallback_sample
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,39 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hyperparameters.add_arguments(parser)
 
 
-def _channels(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None]:
-    data = args.data
-    if data is None and args.train is None:
-        from imgclf.data import write_sample_data
-
-        data = Path(tempfile.mkdtemp(prefix="imgclf-sample-"))
-        write_sample_data(data)
-        print(f"No --data given: training on the embedded digits sample written to {data}", flush=True)
-    if data is not None and not data.is_dir():
-        raise UserError(f"--data {data} is not a directory.")
-    nested = data is not None and (data / "train").is_dir()
-    train = args.train or (data / "train" if nested else data)
-    valid = args.valid or (data / "valid" if nested and (data / "valid").is_dir() else None)
-    test = args.test or (data / "test" if nested and (data / "test").is_dir() else None)
-    return train, valid, test
-
-
 def run(args: argparse.Namespace) -> int:
     from imgclf.training import RunConfig, fit
 
     hp = hyperparameters.from_arguments(args)
-    train, valid, test = _channels(args)
+    paths = resolve_channels(args.data, train=args.train, valid=args.valid, test=args.test)
+    if paths is None:
+        paths = write_fallback_sample("No --data given")
     cfg = RunConfig(
-        train_dir=train,
-        valid_dir=valid,
-        test_dir=test,
+        train_dir=paths.train,
+        valid_dir=paths.valid,
+        test_dir=paths.test,
         model_dir=args.model_dir,
         checkpoint_dir=args.checkpoint_dir,
         debugger_out=args.debugger_out,
     )
     profiler = contextlib.nullcontext()
     if args.profile is not None:
-        from imgclf.profiling import Profiler
+        from imgclf.training.profiler import Profiler
 
         profiler = Profiler(args.profile)
     with profiler as p:

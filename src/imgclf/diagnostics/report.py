@@ -162,7 +162,7 @@ def write_profile_report(path: Path, out: Path | None = None) -> ProfileReport:
     """Analyse the recording in the `--profile` directory `path` (or its profile.json) and write the report files
     into `out` (default: the profile directory)."""
     from imgclf.diagnostics.profiler_rules import analyse_profile
-    from imgclf.profiling import PROFILE_FILE
+    from imgclf.training.profiler import PROFILE_FILE
 
     path = path if path.suffix != ".json" else path.parent
     source = path / PROFILE_FILE

@@ -43,6 +43,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 from PIL import Image, UnidentifiedImageError
 
+from imgclf import images
 from imgclf.serving import errors
 from imgclf.serving.limits import ENV, RequestLimits
 
@@ -217,18 +218,9 @@ def _load_rgb(img: Image.Image) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise errors.bad_request(f"Corrupt or truncated {img.format} image: {exc}") from None
     try:
-        return to_rgb(img)
+        return images.to_rgb(img)
     finally:
         img.close()
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """The conversions of training's `open_rgb`: 16/32-bit integer -> 8-bit grey, everything -> RGB."""
-    if img.mode.startswith("I;16"):
-        img = img.convert("I")
-    if img.mode in ("I", "F"):
-        img = img.point(lambda v: v / 256).convert("L") if img.mode == "I" else img.convert("L")
-    return img.convert("RGB")
 
 
 # ---- JSON -----------------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class EagerEngine:
     def load(cls, model_dir: str | Path, device: str = "cpu", threads: int | None = None) -> EagerEngine:
         import torch
 
-        from imgclf.model import load_artifact
+        from imgclf.artifact import load_artifact
 
         if threads and not device.startswith("cuda"):
             torch.set_num_threads(threads)

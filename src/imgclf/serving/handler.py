@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imgclf.data import eval_transform
-from imgclf.model import load_artifact
+from imgclf.artifact import load_artifact
+from imgclf.images import eval_transform
 from imgclf.serving import decoders, encoders, errors, explanations
 from imgclf.serving.environment import HandlerSettings, torch_threads
 from imgclf.serving.request_metrics import RequestMetrics

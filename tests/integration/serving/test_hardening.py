@@ -10,7 +10,8 @@ import urllib.parse
 import pytest
 from support.served import http
 
-from imgclf.model import ModelMeta, build_model, save_artifact
+from imgclf.artifact import ModelMeta, save_artifact
+from imgclf.model import build_model
 
 pytestmark = pytest.mark.integration
 

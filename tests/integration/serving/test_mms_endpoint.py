@@ -20,8 +20,8 @@ from PIL import Image
 from support import VENV_BIN
 from support.served import http, worker_start_time
 
-from imgclf.data import eval_transform, open_rgb
-from imgclf.model import load_artifact
+from imgclf.artifact import load_artifact
+from imgclf.images import eval_transform, open_rgb
 
 pytestmark = pytest.mark.integration
 

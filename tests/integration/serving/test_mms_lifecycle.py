@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from support.served import http
 
-from imgclf.model import ModelMeta, build_model, save_artifact
+from imgclf.artifact import ModelMeta, save_artifact
+from imgclf.model import build_model
 
 pytestmark = pytest.mark.integration
 

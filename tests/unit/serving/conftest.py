@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from support.handler_calls import CLASSES, mms_context
 
-from imgclf.model import ModelMeta, build_model, save_artifact
+from imgclf.artifact import ModelMeta, save_artifact
+from imgclf.model import build_model
 from imgclf.serving.environment import HandlerSettings
 from imgclf.serving.handler import ImageClassifierHandler
 

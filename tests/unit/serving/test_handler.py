@@ -106,7 +106,8 @@ def test_probabilities_on_request_via_custom_attributes(handler):
 def test_handler_loads_whatever_model_dir_the_server_gives(tmp_path):
     from support.handler_calls import mms_context
 
-    from imgclf.model import ModelMeta, build_model, save_artifact
+    from imgclf.artifact import ModelMeta, save_artifact
+    from imgclf.model import build_model
 
     save_artifact(build_model("resnet18", 3), ModelMeta.for_training("resnet18", 3, 48), ["a", "b", "c"], tmp_path)
     h = ImageClassifierHandler(HandlerSettings())

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data import eval_transform
-from imgclf.model import ModelMeta
-from imgclf.serving.decoders import to_rgb
+from imgclf.artifact import ModelMeta
+from imgclf.images import eval_transform, to_rgb
 from imgclf.serving.preprocess import (
     DRAFT_KEEP_RATIO,
     DRAFT_MIN_RATIO,

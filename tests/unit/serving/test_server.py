@@ -31,7 +31,11 @@ def settings(**kw):
 def test_properties_carry_port_workers_payload_and_our_handler(tmp_path):
     props = server.mms_properties(settings(host="127.0.0.1"), "/opt/ml", tmp_path)
     lines = dict(line.split("=", 1) for line in props.splitlines())
-    assert lines["inference_address"] == lines["management_address"] == "http://127.0.0.1:8080"
+    assert lines["inference_address"] == "http://127.0.0.1:8080"
+    # single model: the management API is loopback-only (and the gated front-end does not even bind it)
+    assert lines["management_address"] == "http://127.0.0.1:8081"
+    mme = dict(line.split("=", 1) for line in server.mms_properties(settings(multi_model=True), "/", None).splitlines())
+    assert mme["management_address"] == mme["inference_address"]  # SageMaker loads models through the public port
     assert lines["default_workers_per_model"] == "2"
     assert lines["max_request_size"] == str(6 * 1024 * 1024)
     assert lines["default_service_handler"] == "imgclf.serving.handler_service"

@@ -20,10 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
-from imgclf import data, formats
+from imgclf import channel_formats, channels
+from imgclf.artifact import ModelMeta
+from imgclf.channel_formats import FormatOptions
 from imgclf.errors import UserError
-from imgclf.formats import FormatOptions
-from imgclf.model import ModelMeta
+from imgclf.images import eval_transform, open_rgb
+from imgclf.training.loaders import ImageDataset, collate_skip_bad
 
 pytestmark = pytest.mark.unit
 
@@ -107,9 +109,9 @@ def write_manifest_channel(
     return len(items)
 
 
-def _tensor(channel: data.Channel, i: int) -> torch.Tensor:
+def _tensor(channel: channels.Channel, i: int) -> torch.Tensor:
     meta = ModelMeta.for_training("resnet18", len(channel.classes), 32)
-    ds = data.ImageDataset(channel.samples, data.eval_transform(meta), channel.reader)
+    ds = ImageDataset(channel.samples, eval_transform(meta), channel.reader)
     return ds[i][0]
 
 
@@ -120,26 +122,26 @@ def test_hdf5_channel_reads_bytes_and_arrays_and_counts_bad_rows(sample_data, tm
     with open(tmp_path / "metadata.csv", "a", newline="") as f:
         csv.writer(f).writerows([("ISIC_bad", "3", 1), ("ISIC_missing", "4", 1), ("ISIC_0000000", "", 1)])
     opts = FormatOptions(id_column="isic_id", label_column="target")
-    channel = formats.load_channel(tmp_path, opts)
+    channel = channel_formats.load_channel(tmp_path, opts)
     assert channel.format == "hdf5" and channel.classes == [str(d) for d in range(10)]
     assert len(channel.samples) == len(rows) == 60
     assert Counter(channel.skipped) == {"undecodable image": 1, "missing image": 1, "unknown label": 1}
     # Same pixels whichever way the PNG was stored, and the same as the PNG file itself.
     for i in range(3):
-        original = data.eval_transform(ModelMeta.for_training("resnet18", 10, 32))(
-            data.open_rgb(str(sorted((sample_data / "valid" / "0").glob("*.png"))[i]))
+        original = eval_transform(ModelMeta.for_training("resnet18", 10, 32))(
+            open_rgb(str(sorted((sample_data / "valid" / "0").glob("*.png"))[i]))
         )
         assert torch.allclose(_tensor(channel, i), original)
 
 
 def test_hdf5_reader_opens_its_own_file_in_each_dataloader_worker(sample_data, tmp_path):
     write_hdf5_channel(sample_data / "valid", tmp_path, per_class=4)
-    channel = formats.load_channel(tmp_path, FormatOptions(id_column="isic_id", label_column="target"))
+    channel = channel_formats.load_channel(tmp_path, FormatOptions(id_column="isic_id", label_column="target"))
     reader = pickle.loads(pickle.dumps(channel.reader))  # what a spawned worker receives: the path only
     assert reader._file is None
     meta = ModelMeta.for_training("resnet18", 10, 32)
-    ds = data.ImageDataset(channel.samples, data.eval_transform(meta), channel.reader)
-    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=data.collate_skip_bad)
+    ds = ImageDataset(channel.samples, eval_transform(meta), channel.reader)
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=collate_skip_bad)
     batches = list(loader)
     assert sum(len(b[1]) for b in batches) == 40
     assert channel.reader._file is None  # the parent never opened it: nothing shared across the fork
@@ -148,7 +150,7 @@ def test_hdf5_reader_opens_its_own_file_in_each_dataloader_worker(sample_data, t
 def test_missing_columns_name_the_hyperparameter_to_set(sample_data, tmp_path):
     write_hdf5_channel(sample_data / "valid", tmp_path, per_class=2)
     with pytest.raises(UserError, match=r"no column 'id' \(set the id-column hyperparameter\).*isic_id"):
-        formats.load_channel(tmp_path)
+        channel_formats.load_channel(tmp_path)
 
 
 def test_a_channel_with_no_usable_rows_is_a_clear_error(sample_data, tmp_path):
@@ -157,7 +159,7 @@ def test_a_channel_with_no_usable_rows_is_a_clear_error(sample_data, tmp_path):
         h5["a"] = np.void(b"not an image")
     (tmp_path / "labels.csv").write_text("id,label\na,cat\nb,dog\n")
     with pytest.raises(UserError, match=r"no usable images \(1 missing image, 1 undecodable image\)"):
-        formats.load_channel(tmp_path)
+        channel_formats.load_channel(tmp_path)
 
 
 def test_csv_manifest_with_relative_paths(sample_data, tmp_path):
@@ -167,7 +169,7 @@ def test_csv_manifest_with_relative_paths(sample_data, tmp_path):
     (tmp_path / "images" / "5" / "broken.png").write_bytes(b"\x89PNG\r\n")
     with open(tmp_path / "manifest.csv", "a") as f:
         f.write("images/5/broken.png,5\n")
-    channel = formats.load_channel(tmp_path)
+    channel = channel_formats.load_channel(tmp_path)
     assert channel.format == "manifest" and len(channel.samples) == n == 30
     assert Counter(channel.skipped) == {"missing image": 2, "undecodable image": 1}
     assert _tensor(channel, 0).shape == (3, 32, 32)
@@ -177,46 +179,46 @@ def test_sagemaker_jsonl_manifest_resolves_s3_uris_and_class_names(sample_data, 
     write_manifest_channel(
         sample_data / "valid", tmp_path, "jsonl", per_class=2, label_column="class", class_name=lambda n: f"digit-{n}"
     )
-    channel = formats.load_channel(tmp_path, FormatOptions(label_column="class"))
+    channel = channel_formats.load_channel(tmp_path, FormatOptions(label_column="class"))
     assert channel.classes == [f"digit-{d}" for d in range(10)]
     assert len(channel.samples) == 20 and not channel.skipped
     # valid/test: a label train does not know is skipped and counted.
-    valid = formats.load_channel(tmp_path, FormatOptions(label_column="class"), classes=["digit-1", "digit-2"])
+    valid = channel_formats.load_channel(tmp_path, FormatOptions(label_column="class"), classes=["digit-1", "digit-2"])
     assert len(valid.samples) == 4 and Counter(valid.skipped) == {"unknown label": 16}
 
 
 def test_format_detection_and_explicit_format(sample_data, tmp_path):
-    assert formats.detect_format(sample_data / "valid", FormatOptions()) == "imagefolder"
+    assert channel_formats.detect_format(sample_data / "valid", FormatOptions()) == "imagefolder"
     write_manifest_channel(sample_data / "valid", tmp_path / "m", "csv", per_class=1)
-    assert formats.detect_format(tmp_path / "m", FormatOptions()) == "manifest"
+    assert channel_formats.detect_format(tmp_path / "m", FormatOptions()) == "manifest"
     write_hdf5_channel(sample_data / "valid", tmp_path / "h", per_class=1)
-    assert formats.detect_format(tmp_path / "h", FormatOptions()) == "hdf5"
+    assert channel_formats.detect_format(tmp_path / "h", FormatOptions()) == "hdf5"
     with pytest.raises(UserError, match="needs exactly one .h5/.hdf5 file; found none"):
-        formats.load_channel(tmp_path / "m", FormatOptions(data_format="hdf5"))
+        channel_formats.load_channel(tmp_path / "m", FormatOptions(data_format="hdf5"))
 
 
 def test_numeric_labels_sort_numerically():
-    assert formats.sort_labels({"10", "2", "1"}) == ["1", "2", "10"]
-    assert formats.sort_labels({"b", "a", "10"}) == ["10", "a", "b"]
+    assert channel_formats.sort_labels({"10", "2", "1"}) == ["1", "2", "10"]
+    assert channel_formats.sort_labels({"b", "a", "10"}) == ["10", "a", "b"]
 
 
 def test_stratified_sample_keeps_label_proportions_and_is_deterministic():
     samples = [(f"neg-{i}", 0) for i in range(950)] + [(f"pos-{i}", 1) for i in range(50)]
-    picked = data.stratified_sample(samples, 100, seed=3)
+    picked = channels.stratified_sample(samples, 100, seed=3)
     assert Counter(label for _, label in picked) == {0: 95, 1: 5}
-    assert picked == data.stratified_sample(samples, 100, seed=3)
-    assert picked != data.stratified_sample(samples, 100, seed=4)
-    assert Counter(label for _, label in data.stratified_sample(samples, 0.1, seed=0)) == {0: 95, 1: 5}
-    assert data.stratified_sample(samples, 0, seed=0) == samples
+    assert picked == channels.stratified_sample(samples, 100, seed=3)
+    assert picked != channels.stratified_sample(samples, 100, seed=4)
+    assert Counter(label for _, label in channels.stratified_sample(samples, 0.1, seed=0)) == {0: 95, 1: 5}
+    assert channels.stratified_sample(samples, 0, seed=0) == samples
     # A rare class keeps at least one image.
     rare = [(f"n{i}", 0) for i in range(990)] + [(f"p{i}", 1) for i in range(10)]
-    assert Counter(label for _, label in data.stratified_sample(rare, 50, seed=0))[1] >= 1
+    assert Counter(label for _, label in channels.stratified_sample(rare, 50, seed=0))[1] >= 1
 
 
 def test_sample_draws_before_images_are_checked(sample_data, tmp_path):
     rows = write_hdf5_channel(sample_data / "train", tmp_path, per_class=30, encodings=("uint8",))
     opts = FormatOptions(id_column="isic_id", label_column="target")
-    channel = formats.load_channel(tmp_path, opts, sample=50, seed=1)
+    channel = channel_formats.load_channel(tmp_path, opts, sample=50, seed=1)
     assert len(rows) == 300 and len(channel.samples) == 50
     assert Counter(label for _, label in channel.samples) == {c: 5 for c in range(10)}
 
@@ -227,8 +229,8 @@ def test_decode_value_accepts_common_hdf5_layouts():
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     for value in (buf.getvalue(), np.void(buf.getvalue()), np.frombuffer(buf.getvalue(), np.uint8), rgb):
-        assert np.array_equal(np.asarray(formats.decode_value(value)), rgb)
-    assert formats.decode_value(np.moveaxis(rgb, -1, 0)).size == (6, 8)  # C,H,W
-    assert formats.decode_value(rgb[..., 0]).mode == "RGB"
+        assert np.array_equal(np.asarray(channel_formats.decode_value(value)), rgb)
+    assert channel_formats.decode_value(np.moveaxis(rgb, -1, 0)).size == (6, 8)  # C,H,W
+    assert channel_formats.decode_value(rgb[..., 0]).mode == "RGB"
     with pytest.raises(ValueError):
-        formats.decode_value(rgb.astype(np.float32))
+        channel_formats.decode_value(rgb.astype(np.float32))

@@ -1,4 +1,5 @@
-"""Channel formats: what a train/valid/test channel may hold, detected per channel or named by `data-format`.
+"""Channel formats: what a train/valid/test channel may hold, detected per channel or named by `data-format`, and
+`load_channel`, which reads a channel in any of them.
 
 imagefolder   <class>/<image files> (torchvision ImageFolder).
 hdf5          one .h5/.hdf5 file whose datasets are keyed by image id and hold encoded image bytes (JPEG/PNG, as a
@@ -31,8 +32,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from imgclf import data
+from imgclf import channels
 from imgclf.errors import UserError
+from imgclf.images import open_rgb
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +155,11 @@ def decode_value(value: Any) -> Image.Image:
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
     if isinstance(value, (bytes, bytearray)):
-        return data.open_rgb(io.BytesIO(value))
+        return open_rgb(io.BytesIO(value))
     if not isinstance(value, np.ndarray):
         raise ValueError(f"unsupported HDF5 value of type {type(value).__name__}")
     if value.ndim == 1 and value.dtype == np.uint8:
-        return data.open_rgb(io.BytesIO(value.tobytes()))
+        return open_rgb(io.BytesIO(value.tobytes()))
     if value.ndim == 3 and value.shape[-1] not in (1, 3, 4) and value.shape[0] in (1, 3, 4):
         value = np.moveaxis(value, 0, -1)  # C,H,W -> H,W,C
     if value.ndim == 3 and value.shape[-1] == 1:
@@ -216,7 +218,7 @@ def _candidate_rows(
     return items, skipped
 
 
-def _index(items: list[tuple[str, str]], classes: Sequence[str] | None) -> tuple[list[data.Sample], list[str]]:
+def _index(items: list[tuple[str, str]], classes: Sequence[str] | None) -> tuple[list[channels.Sample], list[str]]:
     if classes is None:
         classes = sort_labels({label for _, label in items})
     index = {name: i for i, name in enumerate(classes)}
@@ -227,11 +229,11 @@ def _finish(
     root: Path,
     channel: str,
     fmt: str,
-    samples: list[data.Sample],
+    samples: list[channels.Sample],
     classes: list[str],
     skipped: Counter,
     reader,
-) -> data.Channel:
+) -> channels.Channel:
     if skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
         log.warning(
@@ -246,20 +248,20 @@ def _finish(
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "no rows"
         raise UserError(f"The {channel} channel {root} ({fmt}) has no usable images ({reasons}).")
     skipped_list = [f"{why}" for why, n in skipped.items() for _ in range(n)]
-    return data.Channel(samples=samples, classes=classes, skipped=skipped_list, reader=reader, format=fmt)
+    return channels.Channel(samples=samples, classes=classes, skipped=skipped_list, reader=reader, format=fmt)
 
 
 def _subsample(items: list[tuple[str, str]], sample: float, seed: int) -> list[tuple[str, str]]:
     if sample <= 0:
         return items
     samples, classes = _index(items, None)
-    picked = data.stratified_sample(samples, sample, seed)
+    picked = channels.stratified_sample(samples, sample, seed)
     return [(key, classes[label]) for key, label in picked]
 
 
 def _hdf5_channel(
     root: Path, options: FormatOptions, classes: Sequence[str] | None, channel: str, sample: float, seed: int
-) -> data.Channel:
+) -> channels.Channel:
     try:
         import h5py
     except ImportError:
@@ -310,7 +312,7 @@ def _resolve(root: Path, value: str) -> Path | None:
 
 def _manifest_channel(
     root: Path, options: FormatOptions, classes: Sequence[str] | None, channel: str, sample: float, seed: int
-) -> data.Channel:
+) -> channels.Channel:
     table_path = _labels_file(root, options, channel, "manifest")
     rows = read_table(table_path)
     path_col = _require_column(rows, options.path_column, table_path, "path-column", fallback="source-ref")
@@ -322,7 +324,7 @@ def _manifest_channel(
         path = _resolve(root, key)
         if path is None:
             skipped["missing image"] += 1
-        elif not data._readable(str(path)):
+        elif not channels.readable(str(path)):
             skipped["undecodable image"] += 1
         else:
             good.append((str(path), label))
@@ -337,7 +339,7 @@ def load_channel(
     channel: str = "train",
     sample: float = 0,
     seed: int = 0,
-) -> data.Channel:
+) -> channels.Channel:
     """A channel's readable images in any format. `classes` (valid/test) fixes the class list to train's;
     `sample` draws a stratified subsample (N images or a fraction) before images are checked, so a large HDF5
     file is only read where it is used."""
@@ -350,7 +352,7 @@ def load_channel(
         return _hdf5_channel(root, options, classes, channel, sample, seed)
     if fmt == "manifest":
         return _manifest_channel(root, options, classes, channel, sample, seed)
-    ch = data.scan_image_folder(root, classes, channel=channel)
+    ch = channels.scan_image_folder(root, classes, channel=channel)
     if sample > 0:
-        ch.samples = data.stratified_sample(ch.samples, sample, seed)
+        ch.samples = channels.stratified_sample(ch.samples, sample, seed)
     return ch

@@ -1,77 +1,35 @@
-"""Datasets: ImageFolder channels with bad-file handling, the transforms, and the embedded sample.
+"""Channels: where a run's train/valid/test data is (`resolve_channels`, the one resolution), the ImageFolder
+layout with bad-file handling, and the stratified split/sample every format uses.
 
-Training's evaluation transform is the serving transform (`eval_transform`), built from the artifact's metadata,
-so a served image is prepared exactly as validation images were.
+The other formats (hdf5, manifest) and `load_channel`, which reads a channel in any format: channel_formats.py.
+The embedded digits sample (the fallback when no data is given): sample_data.py.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision import transforms as T
 
 from imgclf.errors import UserError
-from imgclf.model import ModelMeta
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-SAMPLE_SPLITS = {"train": 0.7, "valid": 0.15, "test": 0.15}
+CHANNELS = ("train", "valid", "test")
+# Channel names users gave the seeds' estimators for the same thing.
+CHANNEL_ALIASES = {"validation": "valid", "val": "valid", "training": "train", "testing": "test"}
 
 Sample = tuple[str, int]  # (path, class index)
 
 
-def _interpolation(meta: ModelMeta) -> T.InterpolationMode:
-    return T.InterpolationMode(getattr(meta, "interpolation", "bilinear"))
-
-
-def eval_transform(meta: ModelMeta) -> T.Compose:
-    """Resize the short side, center-crop, normalise: validation, test and serving."""
-    return T.Compose(
-        [
-            T.Resize(meta.resize_size, interpolation=_interpolation(meta)),
-            T.CenterCrop(meta.image_size),
-            T.ToTensor(),
-            T.Normalize(meta.mean, meta.std),
-        ]
-    )
-
-
-def train_transform(meta: ModelMeta, augment: bool) -> T.Compose:
-    if not augment:
-        return eval_transform(meta)
-    return T.Compose(
-        [
-            T.Resize(meta.resize_size, interpolation=_interpolation(meta)),
-            T.RandomCrop(meta.image_size),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(meta.mean, meta.std),
-        ]
-    )
-
-
-def open_rgb(path: str) -> Image.Image:
-    """Decode fully (catches truncation) and convert greyscale / palette / CMYK / 16-bit to RGB."""
-    with Image.open(path) as img:
-        img.load()
-        if img.mode == "I;16" or img.mode == "I":
-            img = img.point(lambda v: v / 256).convert("L")
-        return img.convert("RGB")
-
-
-def _readable(path: str) -> bool:
+def readable(path: str) -> bool:
     try:
         with Image.open(path) as img:
             img.verify()
@@ -84,7 +42,7 @@ def _readable(path: str) -> bool:
 class Channel:
     """The readable images of one channel and the class names they index into.
 
-    `reader` opens a sample's key (None: keys are file paths, `open_rgb`); `format` names the layout."""
+    `reader` opens a sample's key (None: keys are file paths, `images.open_rgb`); `format` names the layout."""
 
     samples: list[Sample]
     classes: list[str]
@@ -123,7 +81,7 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None, ch
                 path = os.path.join(dirpath, fname)
                 if fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_EXTENSIONS:
                     continue
-                if _readable(path):
+                if readable(path):
                     samples.append((path, index[name]))
                     found += 1
                 else:
@@ -187,64 +145,48 @@ def stratified_sample(samples: list[Sample], size: float, seed: int) -> list[Sam
     return stratified_split(samples, size, seed)[1]
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """(tensor, label) pairs; an image that fails to decode at read time yields None (see `collate_skip_bad`).
-
-    `reader(key) -> RGB PIL image` opens a sample's key: a file path (`open_rgb`, the default) or, for HDF5
-    channels, a dataset name in the file (`imgclf.formats.HDF5Reader`, which opens the file once per worker).
-    """
-
-    def __init__(self, samples: list[Sample], transform, reader=None):
-        self.samples = samples
-        self.transform = transform
-        self.reader = reader or open_rgb
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        key, label = self.samples[i]
-        try:
-            return self.transform(self.reader(key)), label
-        except (OSError, ValueError, SyntaxError, KeyError, Image.DecompressionBombError) as exc:
-            log.warning("Skipping %s: %s", key, exc)
-            return None
-
-
-def collate_skip_bad(batch):
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return None
-    return torch.utils.data.default_collate(batch)
-
-
 def class_counts(samples: list[Sample]) -> Counter:
     return Counter(label for _, label in samples)
 
 
-# ---- embedded sample ------------------------------------------------------------------------------------------
+# ---- where the channels are ---------------------------------------------------------------------------------
 
 
-def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The embedded digits: (N, 8, 8) uint8 images in 0..255 and (N,) labels."""
-    raw = resources.files("imgclf").joinpath("sample/digits.csv.gz").read_bytes()
-    table = np.loadtxt(gzip.decompress(raw).decode().splitlines(), delimiter=",")
-    pixels = (table[:, :64] * (255 / 16)).round().astype(np.uint8).reshape(-1, 8, 8)
-    return pixels, table[:, 64].astype(int)
+@dataclass(frozen=True)
+class ChannelPaths:
+    """The directories of a run's channels; valid and test are optional."""
+
+    train: Path
+    valid: Path | None = None
+    test: Path | None = None
 
 
-def write_sample_data(out_dir: str | Path, seed: int = 0) -> dict[str, int]:
-    """DIR/{train,valid,test}/<digit>/<n>.png, stratified and deterministic. Returns images per split."""
-    out_dir = Path(out_dir)
-    images, labels = load_digits()
-    samples = [(str(i), int(y)) for i, y in enumerate(labels)]
-    rest, test = stratified_split(samples, SAMPLE_SPLITS["test"], seed)
-    train, valid = stratified_split(rest, SAMPLE_SPLITS["valid"] / (1 - SAMPLE_SPLITS["test"]), seed)
-    counts = {}
-    for split, items in (("train", train), ("valid", valid), ("test", test)):
-        for idx, label in items:
-            folder = out_dir / split / str(label)
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(images[int(idx)], mode="L").save(folder / f"{int(idx):04d}.png")
-        counts[split] = len(items)
-    return counts
+def resolve_channels(
+    data: Path | None = None, *, train: Path | None = None, valid: Path | None = None, test: Path | None = None
+) -> ChannelPaths | None:
+    """The one channel resolution: DATA holding train/ (and optional valid/, test/) channel folders, or DATA itself
+    as the train channel; explicit channels override it. None when neither DATA nor a train channel is given
+    (the caller then falls back to the embedded sample, `sample_data.write_fallback_sample`)."""
+    if data is None and train is None:
+        return None
+    if data is not None and not data.is_dir():
+        raise UserError(f"--data {data} is not a directory.")
+    nested = data is not None and (data / "train").is_dir()
+    return ChannelPaths(
+        train=train or (data / "train" if nested else data),
+        valid=valid or (data / "valid" if nested and (data / "valid").is_dir() else None),
+        test=test or (data / "test" if nested and (data / "test").is_dir() else None),
+    )
+
+
+def canonical_channels(named: Mapping[str, str | Path]) -> dict[str, Path]:
+    """SageMaker channel name -> directory, with the seeds' aliases (validation, training, ...) mapped to
+    train/valid/test; any other channel is ignored with a warning."""
+    out = {}
+    for name, path in named.items():
+        canonical = CHANNEL_ALIASES.get(name, name)
+        if canonical not in CHANNELS:
+            log.warning("Ignoring unknown channel %r (imgclf reads train, valid, test)", name)
+            continue
+        out[canonical] = Path(path)
+    return out

@@ -1,0 +1,204 @@
+"""A run's data: its channels read in their formats, the datasets, and the DataLoaders (images, or the backbone's
+cached features when the backbone is frozen and inputs are not augmented)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
+from tqdm import tqdm
+
+from imgclf import channel_formats, channels, system
+from imgclf.channels import Sample
+from imgclf.errors import UserError
+from imgclf.hyperparameters import Hyperparameters
+from imgclf.images import eval_transform, open_rgb, train_transform
+from imgclf.model import headless
+
+if TYPE_CHECKING:
+    from imgclf.training.setup import Run, RunConfig
+
+log = logging.getLogger(__name__)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """(tensor, label) pairs; an image that fails to decode at read time yields None (see `collate_skip_bad`).
+
+    `reader(key) -> RGB PIL image` opens a sample's key: a file path (`images.open_rgb`, the default) or, for HDF5
+    channels, a dataset name in the file (`channel_formats.HDF5Reader`, which opens the file once per worker).
+    """
+
+    def __init__(self, samples: list[Sample], transform, reader=None):
+        self.samples = samples
+        self.transform = transform
+        self.reader = reader or open_rgb
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        key, label = self.samples[i]
+        try:
+            return self.transform(self.reader(key)), label
+        except (OSError, ValueError, SyntaxError, KeyError, Image.DecompressionBombError) as exc:
+            log.warning("Skipping %s: %s", key, exc)
+            return None
+
+
+def collate_skip_bad(batch):
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    return torch.utils.data.default_collate(batch)
+
+
+def dataloader_workers(requested: int, procs_per_host: int) -> int:
+    """-1: leave a core to the training process, at most 8 per process (the seeds used 1 and starved the GPU)."""
+    if requested >= 0:
+        return requested
+    cpus = system.cpu_count()
+    per_proc = max(1, cpus // procs_per_host)
+    return min(8, per_proc - 1) if per_proc > 1 else 0
+
+
+# ---- channels -> samples ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Datasets:
+    classes: list[str]
+    train: list[Sample]
+    valid: list[Sample]
+    test: list[Sample] | None
+    # How each split opens a sample's key (None: a file path); see imgclf.channel_formats.
+    readers: dict[str, Any] | None = None
+
+
+def load_datasets(hp: Hyperparameters, cfg: RunConfig) -> Datasets:
+    """Every channel in its own format (imagefolder / hdf5 / manifest), as (key, class index) samples."""
+    options = channel_formats.FormatOptions.from_hyperparameters(hp)
+    train_ch = channel_formats.load_channel(cfg.train_dir, options, channel="train", sample=hp.sample, seed=hp.seed)
+    if hp.sample > 0:
+        log.info("sample=%g: training on a stratified subsample of %d image(s)", hp.sample, len(train_ch.samples))
+    readers = {"train": train_ch.reader, "valid": train_ch.reader, "test": None}
+    if cfg.valid_dir is not None:
+        valid_ch = channel_formats.load_channel(cfg.valid_dir, options, train_ch.classes, channel="valid")
+        valid, readers["valid"] = valid_ch.samples, valid_ch.reader
+        train = train_ch.samples
+    else:
+        train, valid = channels.stratified_split(train_ch.samples, hp.valid_fraction, hp.seed)
+        log.info(
+            "No valid channel: holding out %d of %d train images (stratified, seed %d)",
+            len(valid),
+            len(train_ch.samples),
+            hp.seed,
+        )
+        if not valid:
+            raise UserError("Too few train images to split a validation set; add a valid channel.")
+    test = None
+    if cfg.test_dir:
+        test_ch = channel_formats.load_channel(cfg.test_dir, options, train_ch.classes, channel="test")
+        test, readers["test"] = test_ch.samples, test_ch.reader
+    if len(train_ch.classes) < 2:
+        raise UserError(f"Need at least 2 classes to train, found {len(train_ch.classes)} in {cfg.train_dir}.")
+    log.info(
+        "Classes: %d; images: train %d, valid %d, test %s",
+        len(train_ch.classes),
+        len(train),
+        len(valid),
+        len(test) if test is not None else "-",
+    )
+    log.info("Train images per class: %s", dict(sorted(channels.class_counts(train).items())))
+    return Datasets(train_ch.classes, train, valid, test, readers)
+
+
+# ---- samples -> loaders -----------------------------------------------------------------------------------------
+
+
+def _balanced_sampler(run: Run, labels: list[int]) -> WeightedRandomSampler:
+    """Every class drawn equally often (with replacement); under DDP each rank draws its share."""
+    counts = torch.bincount(torch.tensor(labels), minlength=len(run.sets.classes)).double()
+    weights = (1.0 / counts.clamp(min=1))[torch.tensor(labels)]
+    n = math.ceil(len(labels) / run.layout.world_size)
+    generator = torch.Generator().manual_seed(run.hp.seed + run.layout.rank)
+    return WeightedRandomSampler(weights, n, replacement=True, generator=generator)
+
+
+def _image_loader(run: Run, samples, train: bool, distributed_shard: bool, split: str = "train") -> DataLoader:
+    transform = train_transform(run.meta, run.augment) if train else eval_transform(run.meta)
+    reader = (run.sets.readers or {}).get(split)
+    dataset = ImageDataset(samples, transform, reader)
+    sampler = None
+    if train and run.hp.balanced_sampler:
+        sampler = _balanced_sampler(run, [label for _, label in samples])
+    elif distributed_shard and run.layout.distributed:
+        sampler = DistributedSampler(dataset, run.layout.world_size, run.layout.rank, shuffle=True, seed=run.hp.seed)
+    return DataLoader(
+        dataset,
+        batch_size=run.hp.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=run.workers,
+        pin_memory=run.device.type == "cuda",
+        collate_fn=collate_skip_bad,
+        persistent_workers=run.workers > 0,
+        generator=torch.Generator().manual_seed(run.hp.seed),
+    )
+
+
+def _features(run: Run, name: str, samples) -> TensorDataset:
+    """Backbone outputs for a split, computed once per (data, backbone) and kept in `run.feature_cache`."""
+    hp = run.hp
+    key = (name, tuple(samples), hp.arch, hp.image_size, hp.pretrained_weights, hp.seed)
+    if key not in run.feature_cache:
+        loader = _image_loader(run, samples, train=False, distributed_shard=False, split=name)
+        feats, labels = [], []
+        with torch.no_grad(), headless(run.model) as backbone, run.autocast():
+            backbone.eval()
+            for batch in tqdm(loader, desc=f"features {name}", leave=False, disable=not run.layout.is_main or None):
+                if batch is None:
+                    continue
+                x, y = batch
+                x = x.to(run.device, non_blocking=True, memory_format=torch.channels_last)
+                feats.append(backbone(x).float().cpu())
+                labels.append(y)
+        run.feature_cache[key] = TensorDataset(torch.cat(feats), torch.cat(labels))
+    return run.feature_cache[key]
+
+
+def _tensor_loader(run: Run, ds: TensorDataset, train: bool) -> DataLoader:
+    sampler = None
+    if train and run.hp.balanced_sampler:
+        sampler = _balanced_sampler(run, ds.tensors[1].tolist())
+    elif train and run.layout.distributed:
+        sampler = DistributedSampler(ds, run.layout.world_size, run.layout.rank, seed=run.hp.seed)
+    return DataLoader(
+        ds,
+        batch_size=run.hp.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(run.hp.seed),
+    )
+
+
+def build_loaders(run: Run) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+    """(train, valid, test or None): image loaders, or loaders over cached backbone features."""
+    s = run.sets
+    if not run.cached:
+        test = _image_loader(run, s.test, False, False, "test") if s.test else None
+        return (
+            _image_loader(run, s.train, True, True, "train"),
+            _image_loader(run, s.valid, False, False, "valid"),
+            test,
+        )
+    test = _tensor_loader(run, _features(run, "test", s.test), False) if s.test else None
+    return (
+        _tensor_loader(run, _features(run, "train", s.train), True),
+        _tensor_loader(run, _features(run, "valid", s.valid), False),
+        test,
+    )
