@@ -4,7 +4,11 @@
       model.pt             state_dict of the whole classifier (CPU tensors)
       index_to_name.json   {"0": "class name", ...}  (TorchServe convention)
       imgclf.json          arch, num_classes, image_size, resize_size, mean, std, interpolation, the
-                           builder's keyword arguments, the pretrained weights' name, format version
+                           builder's keyword arguments, the pretrained weights' name, format version, and the
+                           sha256 of model.pt and index_to_name.json (imgclf.checksums), verified before loading
+
+Nothing loaded runs code: model.pt is read weights-only, the JSON files are validated (types, sizes, the class
+count against the head) before use.
 
 With pretrained ImageNet weights `ModelMeta.for_training` records the weights' own preprocessing (resize ratio,
 mean/std, interpolation) so validation and serving prepare images exactly as the weights expect.
@@ -27,7 +31,7 @@ import torch
 import torchvision
 from torch import nn
 
-from imgclf import __version__
+from imgclf import __version__, checksums
 from imgclf.errors import UserError
 from imgclf.model import arch_kwargs, build_model
 
@@ -131,31 +135,83 @@ def save_artifact(model: nn.Module, meta: ModelMeta, class_names: list[str], mod
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     with writing_to(model_dir) as out:
         (out / INDEX_FILE).write_text(json.dumps({str(i): n for i, n in enumerate(class_names)}, indent=1))
-        (out / META_FILE).write_text(json.dumps(asdict(meta), indent=1))
         tmp = out / (WEIGHTS_FILE + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, out / WEIGHTS_FILE)
+        # imgclf.json last, with the checksums of the files written before it.
+        recorded = checksums.record(out, (WEIGHTS_FILE, INDEX_FILE))
+        (out / META_FILE).write_text(json.dumps({**asdict(meta), checksums.KEY: recorded}, indent=1))
+
+
+def _check_meta(path: Path, raw: object) -> dict[str, Any]:
+    """imgclf.json's fields with their types and ranges checked: it is read before any weight is."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must hold a JSON object.")
+    known = {f for f in ModelMeta.__dataclass_fields__}
+    meta = {k: v for k, v in raw.items() if k in known}  # other keys (checksums, engines) belong to others
+
+    def bad(field: str, why: str) -> UserError:
+        return UserError(f"{path}: '{field}' {why} (got {raw.get(field)!r}).")
+
+    if not isinstance(meta.get("arch"), str) or not meta["arch"]:
+        raise bad("arch", "must name a torchvision architecture")
+    for field, low, high in (("num_classes", 1, 1_000_000), ("image_size", 8, 8192), ("resize_size", 8, 8192)):
+        value = meta.get(field)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise bad(field, f"must be an integer in {low}..{high}")
+    for field in ("mean", "std"):
+        value = meta.get(field, [0.0, 0.0, 1.0])
+        if not (isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int | float) for v in value)):
+            raise bad(field, "must be three numbers")
+    if any(v <= 0 for v in meta.get("std", [1.0])):
+        raise bad("std", "must be positive")
+    return meta
 
 
 def load_meta(model_dir: str | Path) -> ModelMeta:
     path = Path(model_dir) / META_FILE
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} not found: {model_dir} is not an imgclf model directory.") from None
-    if raw.get("format") != ARTIFACT_FORMAT:
+    raw = checksums.read_json(path)
+    if isinstance(raw, dict) and raw.get("format") != ARTIFACT_FORMAT:
         raise UserError(f"{path} has artifact format {raw.get('format')}; this imgclf reads {ARTIFACT_FORMAT}.")
-    raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
-    raw["model_kwargs"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in raw.get("model_kwargs", ()))
-    return ModelMeta(**raw)
+    meta = _check_meta(path, raw)
+    meta["mean"], meta["std"] = tuple(meta.get("mean", IMAGENET_MEAN)), tuple(meta.get("std", IMAGENET_STD))
+    kwargs = meta.get("model_kwargs", ())
+    meta["model_kwargs"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs)
+    return ModelMeta(**meta)
+
+
+def load_index(model_dir: Path, num_classes: int) -> dict[int, str]:
+    """index_to_name.json: exactly the classes 0..num_classes-1, each a short name."""
+    path = model_dir / INDEX_FILE
+    raw = checksums.read_json(path)
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise UserError(f'{path} must map class indices to names: {{"0": "name", ...}}.')
+    try:
+        index = {int(k): v for k, v in raw.items()}
+    except ValueError:
+        raise UserError(f"{path}: every key must be a class index (0, 1, ...).") from None
+    if sorted(index) != list(range(num_classes)):
+        raise UserError(f"{path} names {len(index)} classes; the model's head has {num_classes} (imgclf.json).")
+    if any(len(name) > 1024 for name in index.values()):
+        raise UserError(f"{path}: class names are at most 1,024 characters.")
+    return index
+
+
+def verify_files(model_dir: str | Path) -> None:
+    """The checksums imgclf.json records, checked (torch-free: `imgclf serve` runs it before starting MMS)."""
+    model_dir = Path(model_dir)
+    raw = checksums.read_json(model_dir / META_FILE)
+    recorded = raw.get(checksums.KEY) if isinstance(raw, dict) else None
+    if not checksums.verify(model_dir, recorded):
+        log.warning("%s records no checksums (an artifact from before imgclf recorded them): not verified", model_dir)
 
 
 def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """The one loader: the model in eval mode on `device`, its preprocessing settings and class names."""
     model_dir = Path(model_dir)
+    verify_files(model_dir)
     meta = load_meta(model_dir)
-    index = json.loads((model_dir / INDEX_FILE).read_text())
-    index_to_name = {int(k): v for k, v in index.items()}
+    index_to_name = load_index(model_dir, meta.num_classes)
     model = build_model(meta.arch, meta.num_classes, "none", model_kwargs=dict(meta.model_kwargs))
     state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)

@@ -89,3 +89,17 @@ def sagemaker_train(base: Path, env: dict[str, str] | None = None, **popen) -> s
         text=True,
         **popen,
     )
+
+
+def break_weights_consistently(model_dir: Path) -> None:
+    """model.pt that cannot load, with imgclf.json's checksums re-recorded: an artifact that passes
+    `imgclf serve`'s checks and fails only inside the worker (a bug in training, not tampering)."""
+    import json
+
+    from imgclf import checksums
+
+    (model_dir / "model.pt").write_bytes(b"corrupt weights")
+    meta_path = model_dir / "imgclf.json"
+    meta = json.loads(meta_path.read_text())
+    meta[checksums.KEY] = checksums.record(model_dir, meta[checksums.KEY])
+    meta_path.write_text(json.dumps(meta))

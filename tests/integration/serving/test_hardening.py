@@ -9,6 +9,7 @@ import urllib.parse
 
 import pytest
 from support.served import http
+from support.training import break_weights_consistently
 
 from imgclf.artifact import ModelMeta, save_artifact
 from imgclf.model import build_model
@@ -71,7 +72,7 @@ def test_multi_model_endpoint_registers_only_directories_under_its_store(serve, 
 def test_a_model_that_never_loads_ends_the_server_after_the_startup_timeout(serve, tmp_path):
     broken = tmp_path / "broken"
     save_artifact(build_model("resnet18", 2), ModelMeta.for_training("resnet18", 2, 32), ["a", "b"], broken)
-    (broken / "model.pt").write_bytes(b"corrupt weights")
+    break_weights_consistently(broken)
     s = serve(broken, env={"SAGEMAKER_STARTUP_TIMEOUT": "15"})
     started = time.monotonic()
     while s.proc.poll() is None and time.monotonic() - started < 120:
@@ -82,3 +83,22 @@ def test_a_model_that_never_loads_ends_the_server_after_the_startup_timeout(serv
     assert "SAGEMAKER_STARTUP_TIMEOUT" in s.output(), s.output()[-2000:]
     time.sleep(0.5)
     assert s.alive_pids() == []
+
+
+def test_serve_refuses_a_tampered_model_naming_the_file(tmp_path, trained_model):
+    """Issue 12: one flipped byte of model.pt and `imgclf serve` does not start (exit 2, the file named)."""
+    import subprocess
+
+    from support import VENV_BIN
+
+    tampered = tmp_path / "model"
+    shutil.copytree(trained_model, tampered)
+    data = bytearray((tampered / "model.pt").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tampered / "model.pt").write_bytes(bytes(data))
+    r = subprocess.run(
+        [str(VENV_BIN / "imgclf"), "serve", "--model-dir", str(tampered), "--port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "model.pt does not match the sha256" in r.stderr, r.stderr
