@@ -1,6 +1,6 @@
-"""The endpoint options' AWS calls against moto in server mode (a moto_server process on a free 127.0.0.1 port,
-reached through boto3's endpoint override, as tests/container/test_push.py does): each request is sent, then read
-back through the matching Describe/Get call and compared with what we built. No real AWS.
+"""The endpoint options' AWS calls against moto in server mode (support/moto.py: a moto_server process on a free
+127.0.0.1 port, reached through boto3's endpoint override, shared with tests/container/test_push.py): each request
+is sent, then read back through the matching Describe/Get call and compared with what we built. No real AWS.
 
 What moto does not model is checked only against botocore's service model in tests/unit/sagemaker/test_endpoints.py
 (the list is in docs/production-endpoints.md)."""
@@ -8,16 +8,13 @@ What moto does not model is checked only against botocore's service model in tes
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import boto3
 import pytest
-from support.ports import free_port
+from support.moto import MISSING, aws_env, moto_server, moto_server_path
 
 from imgclf.async_client import predict_async, wait_for_answer
 from imgclf.errors import UserError
@@ -32,41 +29,16 @@ ANSWER = {"predictions": [[{"label": "class-3", "probability": 0.91}]]}
 
 @pytest.fixture(scope="module")
 def moto_url():
-    moto_server = Path(sys.executable).parent / "moto_server"
-    if not moto_server.exists():
-        pytest.fail("moto server missing: run `bash scripts/docker_setup.sh` (moto[server] into .venv)", pytrace=False)
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+    if moto_server_path() is None:
+        pytest.fail(MISSING, pytrace=False)
+    with moto_server() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 @pytest.fixture
 def aws(moto_url, monkeypatch, tmp_path):
     """boto3 clients on moto (dummy credentials; no AWS config file of the user's is read)."""
-    for var, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-    }.items():
+    for var, value in aws_env(moto_url, tmp_path, REGION).items():
         monkeypatch.setenv(var, value)
     return lambda service: boto3.client(service, region_name=REGION, endpoint_url=moto_url)
 
