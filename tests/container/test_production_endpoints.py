@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import io
+import socket
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -26,6 +28,33 @@ pytestmark = pytest.mark.container
 SERVERLESS_MB = 3072  # README "Production endpoints": the documented serverless size for the ResNet-18 image
 CONCURRENCY = endpoints.DEFAULT_SERVERLESS_CONCURRENCY
 REQUESTS_PER_CLIENT = 4
+
+
+def post_large(url: str, body: bytes, content_type: str, timeout: float = 120) -> tuple[int, bytes]:
+    """POST /invocations as curl sends a large body (`Expect: 100-continue`): a front-end that refuses the size
+    answers 413 before the body is sent, instead of closing the connection mid-upload (a broken pipe)."""
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    head = (
+        f"POST /invocations HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nAccept: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock, sock.makefile("rb") as answer:
+        sock.sendall(head.encode())
+
+        def response() -> tuple[int, dict[str, str]]:
+            status = int(answer.readline().split()[1])
+            headers = {}
+            while (line := answer.readline().strip()) != b"":
+                key, _, value = line.decode().partition(":")
+                headers[key.strip().lower()] = value.strip()
+            return status, headers
+
+        status, headers = response()
+        if status == 100:
+            sock.sendall(body)
+            status, headers = response()
+        length = int(headers.get("content-length", "0"))
+        return status, answer.read(length) if length else b""
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +79,15 @@ def serverless_sized(images, served_model):
 
 def test_async_payload_setting_accepts_a_body_far_above_the_realtime_limit(images, served_model, big_npy):
     with sm.serve(served_model, images["serve"], env={"SAGEMAKER_MAX_PAYLOAD_IN_MB": "200"}) as server:
-        status, answer = server.invoke(big_npy, "application/x-npy")
+        status, answer = post_large(server.url, big_npy, "application/x-npy")
     assert status == 200, answer[:500]
     assert b'"predictions"' in answer
 
 
 def test_the_same_body_is_413_at_the_default_limit(serverless_sized, big_npy):
-    status, _ = serverless_sized.invoke(big_npy, "application/x-npy")
+    status, _ = post_large(serverless_sized.url, big_npy, "application/x-npy")
     assert status == 413
+    assert serverless_sized.ping() == 200
 
 
 def test_serverless_memory_at_the_documented_concurrency_answers_every_request(serverless_sized, container_sample):
