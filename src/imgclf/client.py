@@ -3,7 +3,8 @@ endpoint); `imgclf predict` (imgclf.cli.predict) is its command line.
 
 The SageMaker path is boto3's `sagemaker-runtime.invoke_endpoint` (credentials and region from the usual AWS
 chain; `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME` points it elsewhere, e.g. a VPC endpoint). k is sent as
-`CustomAttributes: top_k=K`, the way SageMaker passes options through to the container.
+`CustomAttributes: top_k=K`, the way SageMaker passes options through to the container. Bodies over the real-time
+limit (6 MB) are refused before sending; asynchronous endpoints: imgclf.async_client (`imgclf predict --async`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from imgclf.errors import UserError
+from imgclf.sagemaker.endpoints import check_payload
 
 ACCEPT = "application/json"
 
@@ -43,7 +45,7 @@ def predict_url(url: str, body: bytes, content_type: str, top_k: int, timeout: f
         raise UserError(f"{url} answered {exc.code} {exc.reason}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise UserError(f"Cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
-    return _predictions(answer)
+    return predictions_from(answer)
 
 
 def predict_endpoint(
@@ -65,10 +67,11 @@ def predict_endpoint(
         raise UserError(f"Endpoint {name} refused the request: {exc.response.get('OriginalMessage') or exc}") from None
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise UserError(f"Cannot invoke endpoint {name}: {exc}") from None
-    return _predictions(response["Body"].read())
+    return predictions_from(response["Body"].read())
 
 
-def _predictions(answer: bytes) -> list[dict]:
+def predictions_from(answer: bytes) -> list[dict]:
+    """The one image's predictions of an imgclf JSON answer (real-time or an async endpoint's output object)."""
     try:
         (predictions,) = json.loads(answer)["predictions"]
     except (ValueError, KeyError, TypeError):
@@ -98,6 +101,8 @@ def classify(
         if not path.is_file():
             raise UserError(f"{image}: no such file.")
         body, ct = path.read_bytes(), content_type_for(image)
+        if endpoint_name:  # SageMaker refuses bodies over 6 MB; say so before sending, with the way out
+            check_payload(len(body), "realtime")
         if endpoint_url:
             preds = predict_url(endpoint_url, body, ct, top_k, timeout)
         else:

@@ -1,5 +1,5 @@
 """scripts/build_push.sh against a real registry: Debian's docker-registry on a free 127.0.0.1 port receives the
-push, moto server answers the AWS calls (ECR + STS) through awscli's endpoint override; no real AWS.
+push, moto server (support/moto.py) answers the AWS calls (ECR + STS) through awscli's endpoint override; no real AWS.
 
 By default the pushed images are small stand-ins tagged like ours (the script does not care what the image holds,
 and gzipping 2 x 6 GB on a 2-core CI machine costs minutes); IMGCLF_PUSH_REAL_IMAGES=1 pushes the real ones.
@@ -12,11 +12,11 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from support import containers as sm
+from support.moto import MISSING, aws_env, moto_server, moto_server_path, wait_http
 
 pytestmark = pytest.mark.container
 
@@ -32,17 +32,6 @@ http:
 """
 
 
-def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
 @pytest.fixture
 def registry(tmp_path):
     if not shutil.which("docker-registry"):
@@ -54,7 +43,7 @@ def registry(tmp_path):
         ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/v2/")
+        wait_http(f"http://127.0.0.1:{port}/v2/")
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -62,20 +51,11 @@ def registry(tmp_path):
 
 
 @pytest.fixture
-def moto(tmp_path):
-    moto_server = VENV_BIN / "moto_server"
-    if not moto_server.exists():
-        pytest.fail("moto server missing: run `bash scripts/docker_setup.sh` (moto[server] into .venv)", pytrace=False)
-    port = sm.free_port()
-    proc = subprocess.Popen(
-        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/moto-api/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+def moto():
+    if moto_server_path() is None:
+        pytest.fail(MISSING, pytrace=False)
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
@@ -106,12 +86,7 @@ def test_push_creates_repositories_and_pull_gives_the_same_image(registry, moto,
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
         "DOCKER": sm.DOCKER,
         "DOCKER_CONFIG": str(tmp_path / "docker-config"),  # docker login writes here, not to ~/.docker
-        "AWS_ENDPOINT_URL": moto,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+        **aws_env(moto, tmp_path),
     }
     repos = {"train": f"imgclf-train-{os.getpid()}", "serve": f"imgclf-serve-{os.getpid()}"}
     cmd = ["bash", "scripts/build_push.sh", "--no-build", "--local-tag", local_tag, "--registry", registry]

@@ -1,6 +1,6 @@
-"""The endpoint options' AWS calls against moto in server mode (a moto_server process on a free 127.0.0.1 port,
-reached through boto3's endpoint override, as tests/container/test_push.py does): each request is sent, then read
-back through the matching Describe/Get call and compared with what we built. No real AWS.
+"""The endpoint options' AWS calls against moto in server mode (support/moto.py: a moto_server process on a free
+127.0.0.1 port, reached through boto3's endpoint override, shared with tests/container/test_push.py): each request
+is sent, then read back through the matching Describe/Get call and compared with what we built. No real AWS.
 
 What moto does not model is checked only against botocore's service model in tests/unit/sagemaker/test_endpoints.py
 (the list is in docs/production-endpoints.md)."""
@@ -8,16 +8,13 @@ What moto does not model is checked only against botocore's service model in tes
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import boto3
 import pytest
-from support.ports import free_port
+from support.moto import MISSING, aws_env, moto_server, moto_server_path
 
 from imgclf.async_client import predict_async, wait_for_answer
 from imgclf.errors import UserError
@@ -32,41 +29,18 @@ ANSWER = {"predictions": [[{"label": "class-3", "probability": 0.91}]]}
 
 @pytest.fixture(scope="module")
 def moto_url():
-    moto_server = Path(sys.executable).parent / "moto_server"
-    if not moto_server.exists():
-        pytest.fail("moto server missing: run `bash scripts/docker_setup.sh` (moto[server] into .venv)", pytrace=False)
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+    if moto_server_path() is None:
+        pytest.fail(MISSING, pytrace=False)
+    with moto_server() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 @pytest.fixture
 def aws(moto_url, monkeypatch, tmp_path):
     """boto3 clients on moto (dummy credentials; no AWS config file of the user's is read)."""
-    for var, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-    }.items():
+    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", data=b"", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()  # each test starts from an empty account
+    for var, value in aws_env(moto_url, tmp_path, REGION).items():
         monkeypatch.setenv(var, value)
     return lambda service: boto3.client(service, region_name=REGION, endpoint_url=moto_url)
 
@@ -213,3 +187,150 @@ def test_waiting_gives_up_after_the_timeout_and_says_where_the_answer_will_be(aw
     with pytest.raises(UserError, match=r"No answer within 1 s.*s3://slow/out/x.out"):
         wait_for_answer(s3, "s3://slow/out/x.out", None, timeout_s=1.0, poll_s=0.2)
     assert time.monotonic() - started < 5
+
+
+# ---- the commands, end to end against moto (`imgclf sagemaker deploy|autoscale`, `imgclf predict --async`) -------
+
+IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgclf-serve:v1"
+
+
+@pytest.fixture
+def model_tarball(aws):
+    """A model.tar.gz in moto's S3 of 45 MB (ResNet-18's size) that deploy sizes serverless memory from."""
+    s3 = aws("s3")
+    s3.create_bucket(Bucket="models")
+    s3.put_object(Bucket="models", Key="imgclf/model.tar.gz", Body=b"\0" * (45 * 2**20))
+    return "s3://models/imgclf/model.tar.gz"
+
+
+def _imgclf(*argv: str) -> int:
+    from imgclf import cli
+
+    return cli.main(list(argv))
+
+
+def _deploy(*argv: str) -> list[str]:
+    return ["sagemaker", "deploy", "--role", ROLE, "--bucket", "models", "--region", REGION, "--image-uri",
+            IMAGE_URI, *argv]  # fmt: skip
+
+
+def test_deploy_with_autoscaling_capture_and_dashboard_sends_every_request(aws, model_tarball, capsys):
+    rc = _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-cli", "--instance-type",
+                          "ml.c5.xlarge", "--instance-count", "2", "--autoscale", "2:5", "--target-invocations",
+                          "700", "--scale-in-cooldown", "600", "--scale-out-cooldown", "30", "--data-capture",
+                          "s3://models/capture", "--capture-percent", "35", "--dashboard"))  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "ep-cli InService" in out and "autoscaling: 2..5 instances, target 700" in out
+    sm = aws("sagemaker")
+    container = sm.describe_model(ModelName="ep-cli")["PrimaryContainer"]
+    assert container["Environment"] == {"IMGCLF_ENDPOINT_NAME": "ep-cli", "IMGCLF_ENDPOINT_VARIANT": "AllTraffic"}
+    assert (container["Image"], container["ModelDataUrl"]) == (IMAGE_URI, model_tarball)
+    config = sm.describe_endpoint_config(EndpointConfigName="ep-cli")
+    (variant,) = config["ProductionVariants"]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.xlarge", 2)
+    assert config["DataCaptureConfig"] == endpoints.DataCapture("s3://models/capture", 35).request()
+    aas = aws("application-autoscaling")
+    (target,) = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert (target["ResourceId"], target["MinCapacity"], target["MaxCapacity"]) == (
+        "endpoint/ep-cli/variant/AllTraffic", 2, 5)  # fmt: skip
+    (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert (tracking["TargetValue"], tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (700.0, 600, 30)
+    board = json.loads(aws("cloudwatch").get_dashboard(DashboardName="imgclf-ep-cli")["DashboardBody"])
+    assert board == dashboard.dashboard_body("ep-cli", REGION)
+
+
+def test_deploy_async_sets_the_payload_limit_and_delete_removes_everything(aws, model_tarball, capsys):
+    rc = _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-acli", "--async-output",
+                          "s3://models/out", "--async-failure", "s3://models/fail", "--async-max-payload-mb", "200",
+                          "--autoscale", "1:2", "--delete"))  # fmt: skip
+    assert rc == 0, capsys.readouterr()
+    # --delete: autoscaling removed first, then endpoint, config and model
+    aas = aws("application-autoscaling")
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    sm = aws("sagemaker")
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+
+
+def test_deploy_async_request_and_environment(aws, model_tarball, capsys):
+    rc = _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-async2", "--async-output",
+                          "s3://models/out"))  # fmt: skip
+    assert rc == 0, capsys.readouterr()
+    sm = aws("sagemaker")
+    env = sm.describe_model(ModelName="ep-async2")["PrimaryContainer"]["Environment"]
+    assert env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] == str(endpoints.DEFAULT_ASYNC_MAX_PAYLOAD_MB)
+    config = sm.describe_endpoint_config(EndpointConfigName="ep-async2")
+    assert config["AsyncInferenceConfig"] == {"OutputConfig": {"S3OutputPath": "s3://models/out"}}
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.m5.large"
+
+
+def test_deploy_serverless_is_sized_from_the_model_in_s3(aws, model_tarball, capsys):
+    # 45 MB of weights: 1024 (front-end) + 600 + 3 x 45 = 1759 MB needed, so 1024 MB is refused before any call
+    rc = _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-small", "--serverless", "1024"))
+    assert rc == 2 and "needs about 1759 MB" in capsys.readouterr().err
+    assert aws("sagemaker").list_models()["Models"] == []
+    rc = _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-sls-cli", "--serverless", "2048:7"))
+    assert rc == 0, capsys.readouterr()
+    (variant,) = aws("sagemaker").describe_endpoint_config(EndpointConfigName="ep-sls-cli")["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 7}
+    assert "InstanceType" not in variant
+
+
+def test_deploy_names_a_missing_model_artifact(aws, capsys):
+    aws("s3").create_bucket(Bucket="models")
+    rc = _imgclf(*_deploy("--model-data", "s3://models/none.tar.gz", "--serverless", "2048"))
+    assert rc == 2 and "HeadObject s3://models/none.tar.gz failed" in capsys.readouterr().err
+
+
+def test_autoscale_command_changes_and_removes_scaling_on_a_live_endpoint(aws, model_tarball, capsys):
+    assert _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-live", "--instance-type",
+                            "ml.m5.2xlarge")) == 0  # fmt: skip
+    capsys.readouterr()
+    assert _imgclf("sagemaker", "autoscale", "ep-live", "--autoscale", "1:6", "--region", REGION) == 0
+    printed = json.loads(capsys.readouterr().out)
+    # the default target comes from the variant's instance type: 8 vCPUs x 20.6 req/s x 0.5 x 60
+    assert printed["instance_type"] == "ml.m5.2xlarge"
+    assert printed["target_invocations_per_instance_per_minute"] == 4944
+    aas = aws("application-autoscaling")
+    (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 4944.0
+    argv = ["sagemaker", "autoscale", "ep-live", "--autoscale", "2:3", "--target-invocations", "50",
+            "--scale-in-cooldown", "900", "--scale-out-cooldown", "10", "--region", REGION]  # fmt: skip
+    assert _imgclf(*argv) == 0
+    (target,) = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 3)
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert (tracking["TargetValue"], tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (50.0, 900, 10)
+    capsys.readouterr()
+    assert _imgclf("sagemaker", "autoscale", "ep-live", "--off", "--region", REGION) == 0
+    assert json.loads(capsys.readouterr().out)["autoscaling"] == "removed"
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+
+
+def test_autoscale_command_refuses_a_missing_variant_and_a_serverless_endpoint(aws, model_tarball, capsys):
+    assert _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-nv")) == 0
+    assert _imgclf("sagemaker", "autoscale", "ep-nv", "--autoscale", "1:2", "--variant", "Blue") == 2
+    assert "has no variant 'Blue' (it has: AllTraffic)" in capsys.readouterr().err
+    assert _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-sv", "--serverless", "3072")) == 0
+    assert _imgclf("sagemaker", "autoscale", "ep-sv", "--autoscale", "1:2") == 2
+    assert "is serverless: it scales by itself" in capsys.readouterr().err
+
+
+def test_predict_async_command_prints_the_answer(aws, moto_url, image, capsys):
+    aws("s3").create_bucket(Bucket="inputs")
+    _queue_async_results(moto_url, [{"data": json.dumps(ANSWER)}])
+    argv = ["predict", str(image), "--endpoint-name", "ep-async", "--async", "--async-input", "s3://inputs/in",
+            "--async-timeout", "30", "--json"]  # fmt: skip
+    assert _imgclf(*argv) == 0
+    captured = capsys.readouterr()
+    (result,) = json.loads(captured.out)
+    assert result["predictions"] == ANSWER["predictions"][0] and result["output"].startswith("s3://")
+    assert "done" in captured.err  # the progress indicator's last state
+
+
+def test_predict_realtime_refuses_a_body_over_6_mb_before_sending(aws, image, capsys):
+    assert _imgclf("predict", str(image), "--endpoint-name", "ep", "--region", REGION) == 2
+    assert "7.0 MB; realtime endpoints accept at most 6 MB" in capsys.readouterr().err

@@ -9,6 +9,8 @@
 - `localmode`: SageMaker SDK local mode against the images (fixtures registered by tests/localmode/conftest.py).
 - `reliability`: fault-test helpers (tiny samples, a tmpfs, the benchmarks' load generator).
 - `hostile_payloads`: the attack payloads of the fuzz tier and the decoder tests.
+- `emf`: the CloudWatch Embedded Metric Format rules, and the EMF lines of a log.
+- `moto`: moto in server mode (the AWS API for the push and endpoint tests), its env for boto3/awscli.
 - `sdk`: whether the SageMaker SDK is installed here.
 - `imports`: the package's third-party imports (AST) and the extra of pyproject.toml each one belongs to.
 """

@@ -307,8 +307,10 @@ def serve(
     env: dict[str, str] | None = None,
     startup_timeout: float = 300,
     container_port: int = 8080,
+    docker_args: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """`docker run IMAGE serve` with model_dir at /opt/ml/model (read-only), published on 127.0.0.1:<free port>."""
+    """`docker run IMAGE serve` with model_dir at /opt/ml/model (read-only), published on 127.0.0.1:<free port>;
+    `docker_args` go to `docker run` as they are (e.g. ("--memory", "3072m"))."""
     name = container_name("serve")
     port = free_port()
     cmd = [DOCKER, "run", "-d", "--name", name, "--label", TEST_LABEL, "-p", f"127.0.0.1:{port}:{container_port}"]
@@ -316,7 +318,7 @@ def serve(
     for key, value in (env or {}).items():
         cmd += ["-e", f"{key}={value}"]
     start = time.monotonic()
-    subprocess.run([*cmd, image, "serve"], check=True, capture_output=True, text=True, timeout=60)
+    subprocess.run([*cmd, *docker_args, image, "serve"], check=True, capture_output=True, text=True, timeout=60)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_ping(url, name, startup_timeout)

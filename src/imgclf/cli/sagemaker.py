@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from pathlib import Path
 
 from imgclf import hyperparameters as hp_spec
-from imgclf.cli import sagemaker_pipeline
+from imgclf.cli import sagemaker_endpoints, sagemaker_pipeline
 from imgclf.errors import UserError
 from imgclf.metrics import OBJECTIVES
 from imgclf.sagemaker import jobs, sdk_v2, sdk_v3
@@ -94,7 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Print the CreateHyperParameterTuningJob request the SDK would send, and stop.",
     )
 
-    dep = sub.add_parser("deploy", help="Real-time endpoint from a model.tar.gz.")
+    dep = sub.add_parser(
+        "deploy", help="Endpoint from a model.tar.gz: real-time, autoscaled, serverless or asynchronous."
+    )
     _common(dep, training=False)
     what = dep.add_mutually_exclusive_group(required=True)
     what.add_argument("--model-data", help="model.tar.gz: s3:// URI (local mode: a file path).")
@@ -102,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dep.add_argument("--endpoint-name", help="Default: generated.")
     dep.add_argument("--predict", nargs="*", default=[], metavar="JPEG", help="Images to classify once it is up.")
     dep.add_argument("--delete", action="store_true", help="Delete the endpoint at the end (always in local mode).")
+    sagemaker_endpoints.add_deploy_arguments(dep)  # autoscaling, serverless, async, data capture, dashboard
+
+    sagemaker_endpoints.add_autoscale_parser(sub)
 
     tr = sub.add_parser("transform", help="Batch transform over a folder / S3 prefix of images.")
     _common(tr, training=False)
@@ -182,26 +185,6 @@ def _run_tune(args: argparse.Namespace, target: Target) -> int:
     return 0
 
 
-def _run_deploy(args: argparse.Namespace, target: Target) -> int:
-    if args.model_package:
-        return sagemaker_pipeline.run_deploy_package(args, target)
-    model = sdk_v2.build_model(target, args.model_data, image_uri=args.image_uri)
-    instance_type = args.instance_type or ("local" if target.local else "ml.m5.large")
-    predictor = sdk_v2.deploy(
-        model, instance_type=instance_type, instance_count=args.instance_count, endpoint_name=args.endpoint_name
-    )
-    print(f"endpoint: {predictor.endpoint_name}", flush=True)
-    try:
-        for image in args.predict:
-            print(json.dumps({"image": image, "prediction": predictor.predict(Path(image).read_bytes())}), flush=True)
-    finally:
-        if target.local or args.delete:
-            started = time.monotonic()
-            predictor.delete_endpoint()
-            print(f"endpoint deleted ({time.monotonic() - started:.1f} s)", flush=True)
-    return 0
-
-
 def _run_transform(args: argparse.Namespace, target: Target) -> int:
     model = sdk_v2.build_model(target, args.model_data, image_uri=args.image_uri)
     instance_type = args.instance_type or ("local" if target.local else "ml.m5.large")
@@ -223,7 +206,7 @@ def _run_transform(args: argparse.Namespace, target: Target) -> int:
 ACTIONS = {
     "train": _run_train,
     "tune": _run_tune,
-    "deploy": _run_deploy,
+    "deploy": sagemaker_endpoints.run_deploy,
     "transform": _run_transform,
     "pipeline": sagemaker_pipeline.run_pipeline,
 }
@@ -232,6 +215,8 @@ ACTIONS = {
 def run(args: argparse.Namespace) -> int:
     if args.action == "approve":  # needs only a region and credentials, no role or bucket
         return sagemaker_pipeline.run_approve(args)
+    if args.action == "autoscale":  # the same: the endpoint exists already
+        return sagemaker_endpoints.run_autoscale(args)
     if args.action == "tune" and args.local and not args.print_only:
         raise UserError(
             "SageMaker local mode cannot run tuning jobs. Search the same space on this machine with "
@@ -246,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         action=f"imgclf sagemaker {args.action}",
     )
-    sdk_major()  # a clear error before anything else when the SDK is missing
+    if args.action != "deploy":  # deploy works without the SDK on SageMaker (boto3) and checks for itself
+        sdk_major()  # a clear error before anything else when the SDK is missing
     if target.local:
         prepare_local_env(target.workdir)
     return ACTIONS[args.action](args, target)

@@ -119,8 +119,8 @@ def scaling_policy_request(endpoint_name: str, scaling: Autoscaling, variant: st
     }
 
 
-def endpoint_variants(sagemaker_client, endpoint_name: str) -> list[dict]:
-    """The live endpoint's variants; UserError unless it exists and is InService (autoscaling needs both)."""
+def describe_in_service(sagemaker_client, endpoint_name: str) -> dict:
+    """DescribeEndpoint; UserError unless the endpoint exists and is InService (autoscaling needs both)."""
     described = aws_call(
         f"DescribeEndpoint {endpoint_name}", sagemaker_client.describe_endpoint, EndpointName=endpoint_name
     )
@@ -128,7 +128,37 @@ def endpoint_variants(sagemaker_client, endpoint_name: str) -> list[dict]:
         raise UserError(
             f"Endpoint {endpoint_name} is {described.get('EndpointStatus')}; autoscaling needs it InService."
         )
-    return described.get("ProductionVariants", [])
+    return described
+
+
+def endpoint_variants(sagemaker_client, endpoint_name: str) -> list[dict]:
+    """The live endpoint's variants; UserError unless it exists and is InService (autoscaling needs both)."""
+    return describe_in_service(sagemaker_client, endpoint_name).get("ProductionVariants", [])
+
+
+def variant_instance_type(sagemaker_client, endpoint_name: str, variant: str = DEFAULT_VARIANT) -> str:
+    """The instance type of a live endpoint's variant (from its endpoint config), for the default target.
+
+    UserError when the endpoint is not InService, has no such variant, or the variant is serverless (it scales
+    by itself: there are no instances to count).
+    """
+    described = describe_in_service(sagemaker_client, endpoint_name)
+    names = [v["VariantName"] for v in described.get("ProductionVariants", [])]
+    if variant not in names:
+        raise UserError(f"Endpoint {endpoint_name} has no variant {variant!r} (it has: {', '.join(names)}).")
+    config_name = described["EndpointConfigName"]
+    config = aws_call(
+        f"DescribeEndpointConfig {config_name}",
+        sagemaker_client.describe_endpoint_config,
+        EndpointConfigName=config_name,
+    )
+    (spec,) = [v for v in config["ProductionVariants"] if v["VariantName"] == variant]
+    if "ServerlessConfig" in spec or not spec.get("InstanceType"):
+        raise UserError(
+            f"Variant {variant} of {endpoint_name} is serverless: it scales by itself up to its MaxConcurrency; "
+            "there is no instance count to autoscale."
+        )
+    return spec["InstanceType"]
 
 
 def apply_autoscaling(autoscaling_client, endpoint_name: str, scaling: Autoscaling, variant: str = DEFAULT_VARIANT):

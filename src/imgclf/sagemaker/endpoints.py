@@ -137,6 +137,15 @@ def check_serverless(
         raise UserError("Serverless Inference: " + "; ".join(problems) + ".")
 
 
+def model_memory_mb(artifact_bytes: int) -> int:
+    """What serving a model of this size needs, as `imgclf serve` sizes it: the front-end's reserve plus one
+    worker (torch, plus a few copies of the weights; imgclf.serving.environment.worker_memory_mb). The
+    model.tar.gz holds the weights nearly uncompressed, so its size stands for model.pt's."""
+    from imgclf.serving.environment import FRONTEND_RESERVE_MB, WORKER_BASE_MB
+
+    return FRONTEND_RESERVE_MB + WORKER_BASE_MB + 3 * (artifact_bytes // 2**20)
+
+
 def payload_limit_mb(kind: str) -> int:
     """Request body limit of an endpoint kind: realtime, serverless or async."""
     return {"realtime": REALTIME_MAX_PAYLOAD_MB, "serverless": SERVERLESS_MAX_PAYLOAD_MB}.get(
@@ -185,6 +194,22 @@ class AsyncInference:
         if self.max_concurrent_per_instance:
             config["ClientConfig"] = {"MaxConcurrentInvocationsPerInstance": self.max_concurrent_per_instance}
         return config
+
+
+DEFAULT_ASYNC_MAX_PAYLOAD_MB = 100
+
+
+def model_environment(
+    endpoint_name: str, *, variant: str = DEFAULT_VARIANT, async_max_payload_mb: int | None = None
+) -> dict[str, str]:
+    """The serve container's Environment on the model: the request metrics' dimensions, and for an asynchronous
+    endpoint the body limit its front-end enforces (SAGEMAKER_MAX_PAYLOAD_IN_MB; 6 MB otherwise)."""
+    env = {"IMGCLF_ENDPOINT_NAME": endpoint_name, "IMGCLF_ENDPOINT_VARIANT": variant}
+    if async_max_payload_mb is not None:
+        if not 1 <= async_max_payload_mb <= ASYNC_MAX_PAYLOAD_MB:
+            raise UserError(f"--async-max-payload-mb must be 1..{ASYNC_MAX_PAYLOAD_MB}, got {async_max_payload_mb}.")
+        env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = str(async_max_payload_mb)
+    return env
 
 
 def default_async_output(bucket: str | None, prefix: str, endpoint_name: str) -> str:
@@ -364,6 +389,13 @@ def add_endpoint_arguments(parser) -> None:
     group.add_argument("--async-failure", metavar="S3_URI", help="Asynchronous Inference: failures written here.")
     group.add_argument("--async-success-topic", metavar="SNS_ARN")
     group.add_argument("--async-error-topic", metavar="SNS_ARN")
+    group.add_argument(
+        "--async-max-payload-mb",
+        type=int,
+        metavar="MB",
+        help="Asynchronous Inference: the request body limit the serve container enforces, as "
+        f"SAGEMAKER_MAX_PAYLOAD_IN_MB (default {DEFAULT_ASYNC_MAX_PAYLOAD_MB}; up to {ASYNC_MAX_PAYLOAD_MB}).",
+    )
     group.add_argument(
         "--async-max-concurrency",
         type=int,

@@ -285,14 +285,32 @@ def build_model(
     )
 
 
-def deploy(model, *, instance_type: str, instance_count: int = 1, endpoint_name: str | None = None):
-    """Endpoint answering image/jpeg with JSON (the seeds' IdentitySerializer / JSONDeserializer)."""
+def deploy(
+    model,
+    *,
+    instance_type: str | None,
+    instance_count: int = 1,
+    endpoint_name: str | None = None,
+    serverless=None,
+    async_inference=None,
+    data_capture=None,
+):
+    """Endpoint answering image/jpeg with JSON (the seeds' IdentitySerializer / JSONDeserializer); Serverless,
+    Asynchronous Inference and data capture as `imgclf.sagemaker.endpoints` objects (`deploy_kwargs_v2`)."""
     from sagemaker.deserializers import JSONDeserializer
     from sagemaker.serializers import IdentitySerializer
 
-    return model.deploy(
-        initial_instance_count=instance_count,
+    from imgclf.sagemaker.endpoints import deploy_kwargs_v2
+
+    options = deploy_kwargs_v2(
         instance_type=instance_type,
+        instance_count=instance_count,
+        serverless=serverless,
+        async_inference=async_inference,
+        data_capture=data_capture,
+    )
+    return model.deploy(
+        **options,
         serializer=IdentitySerializer(JPEG),
         deserializer=JSONDeserializer(),
         endpoint_name=endpoint_name,

@@ -91,30 +91,35 @@ def deploy_v3(
     image_uri: str,
     model_data: str,
     role: str,
-    instance_type: str,
+    instance_type: str | None = None,
     instance_count: int = 1,
+    environment: Mapping[str, str] | None = None,
+    endpoint_config: dict | None = None,
 ) -> str:
     """Endpoint through the CreateModel/CreateEndpointConfig/CreateEndpoint API (SDK v3 or boto3).
 
     `sagemaker_client` is `sagemaker.core.local.LocalSession().sagemaker_client` in local mode (file://
     model data) or a boto3 `sagemaker` client on SageMaker; invoke it with the matching runtime client's
-    `invoke_endpoint(EndpointName=name, ContentType="image/jpeg", Body=...)`.
+    `invoke_endpoint(EndpointName=name, ContentType="image/jpeg", Body=...)`. `endpoint_config` is a
+    CreateEndpointConfig request from `imgclf.sagemaker.endpoints.endpoint_config_request(name, name, ...)`
+    (serverless, async, data capture); without one, one variant of `instance_count` x `instance_type`.
+    Returns without waiting for InService (boto3: the `endpoint_in_service` waiter).
     """
-    sagemaker_client.create_model(
+    from imgclf.sagemaker import endpoints
+    from imgclf.sagemaker.aws_errors import aws_call
+
+    request = endpoint_config or endpoints.endpoint_config_request(
+        name, name, instance_type=instance_type, instance_count=instance_count
+    )
+    if any(variant["ModelName"] != name for variant in request["ProductionVariants"]):
+        raise ValueError(f"the endpoint config's variants must serve model {name!r}")
+    aws_call(
+        f"CreateModel {name}",
+        sagemaker_client.create_model,
         ModelName=name,
         ExecutionRoleArn=role,
-        PrimaryContainer={"Image": image_uri, "ModelDataUrl": model_data, "Environment": {}},
+        PrimaryContainer={"Image": image_uri, "ModelDataUrl": model_data, "Environment": dict(environment or {})},
     )
-    sagemaker_client.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "InitialInstanceCount": instance_count,
-                "InstanceType": instance_type,
-            }
-        ],
-    )
-    sagemaker_client.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    endpoints.create_endpoint_config(sagemaker_client, {**request, "EndpointConfigName": name})
+    aws_call(f"CreateEndpoint {name}", sagemaker_client.create_endpoint, EndpointName=name, EndpointConfigName=name)
     return name

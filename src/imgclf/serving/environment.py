@@ -313,9 +313,20 @@ class ServerSettings:
             handler=replace(HandlerSettings.from_env(environ), workers=chosen_workers),
         )
 
-    def worker_env(self) -> dict[str, str]:
-        """What the front-end's environment adds for its workers (the rest is inherited)."""
-        env = self.handler.to_env()
+    def worker_env(self, server_pid: int | None = None) -> dict[str, str]:
+        """What the front-end's environment adds for its workers (the rest is inherited).
+
+        `server_pid` (the `imgclf serve` process): unless IMGCLF_REQUEST_METRICS_TO was set, the workers write
+        their EMF lines straight to that process's stdout (/proc/PID/fd/1, the container's log), not to their
+        own stdout, which MMS re-logs with a prefix that keeps CloudWatch from reading the line as EMF.
+        """
+        handler = self.handler
+        metrics = handler.metrics
+        if server_pid is not None and metrics.enabled and not metrics.destination:
+            stdout = server_stdout(server_pid)
+            if stdout:
+                handler = replace(handler, metrics=replace(metrics, destination=stdout))
+        env = handler.to_env()
         if self.multi_model:
             env["SAGEMAKER_MULTI_MODEL"] = "true"
         return env
@@ -323,9 +334,17 @@ class ServerSettings:
 
 # ---- request metrics (imgclf.serving.request_metrics) -----------------------------------------------------------
 #   IMGCLF_REQUEST_METRICS      on | off: one CloudWatch EMF line per request batch (default on)
-#   IMGCLF_REQUEST_METRICS_TO   where the lines go: a file path (e.g. /proc/1/fd/1, the container's stdout, free
-#                               of MMS's log prefix) or empty for the worker's own stdout (default)
+#   IMGCLF_REQUEST_METRICS_TO   where the lines go: a file path, e.g. /proc/1/fd/1 (the container's stdout, free
+#                               of MMS's log prefix). Unset: `imgclf serve` points its workers at its own stdout
+#                               (/proc/<serve pid>/fd/1, ServerSettings.worker_env); a worker started without it
+#                               (TorchServe) writes to its own stdout
 #   IMGCLF_ENDPOINT_NAME / IMGCLF_ENDPOINT_VARIANT  the metrics' dimensions (`imgclf sagemaker deploy` sets them)
+
+
+def server_stdout(pid: int) -> str:
+    """/proc/PID/fd/1 where the platform has it (Linux), else "" (the workers keep their own stdout)."""
+    path = f"/proc/{pid}/fd/1"
+    return path if os.path.exists(path) else ""
 
 
 @dataclass(frozen=True)

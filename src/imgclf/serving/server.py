@@ -155,7 +155,10 @@ def build_command(settings: ServerSettings, workdir: Path) -> tuple[list[str], d
         if not settings.multi_model:
             args += ["-m", f"{MODEL_NAME}={model_dir}"]
     cmd += ["-cp", classpath, main, *args]
-    env = {**os.environ, **settings.worker_env(), "TEMP": str(workdir), "TMPDIR": str(workdir)}
+    # The workers' EMF request metrics go to this process's stdout (unless IMGCLF_REQUEST_METRICS_TO says
+    # otherwise): bare JSON lines in the container's log, which CloudWatch turns into metrics.
+    worker_env = settings.worker_env(server_pid=os.getpid())
+    env = {**os.environ, **worker_env, "TEMP": str(workdir), "TMPDIR": str(workdir)}
     return cmd, env
 
 

@@ -309,7 +309,7 @@ def _sdk2_python() -> Path | None:
 @pytest.mark.skipif(_sdk2_python() is None, reason=".venv-sdk2 missing (bash scripts/sdk_venvs.sh)")
 def test_sdk_v2_objects_send_the_same_requests_as_the_boto3_path():
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "AWS_DEFAULT_REGION": "us-east-1"}
-    r = subprocess.run([str(_sdk2_python()), "-c", SDK2_DRIVER], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run([str(_sdk2_python()), "-c", SDK2_DRIVER], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["serverless_keys"] == ["serverless_inference_config"]  # no instance type or count

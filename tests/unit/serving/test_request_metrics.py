@@ -7,6 +7,7 @@ import io
 import json
 
 import pytest
+from support.emf import assert_valid_emf
 from support.handler_calls import call, image_bytes
 
 from imgclf.serving import request_metrics
@@ -17,27 +18,6 @@ pytestmark = pytest.mark.unit
 
 SETTINGS = RequestMetricsSettings(enabled=True, destination="", endpoint_name="ep", variant="AllTraffic")
 TIMINGS = {"DecodeMs": 1.5, "ForwardMs": 20.25, "EncodeMs": 0.125, "TotalMs": 22.0}
-
-
-def assert_valid_emf(obj: dict) -> None:
-    """The EMF specification's rules for one log event (a JSON object)."""
-    aws = obj["_aws"]
-    assert isinstance(aws["Timestamp"], int) and aws["Timestamp"] > 1_600_000_000_000  # epoch milliseconds
-    directives = aws["CloudWatchMetrics"]
-    assert isinstance(directives, list) and directives
-    for d in directives:
-        assert isinstance(d["Namespace"], str) and 1 <= len(d["Namespace"]) <= 255
-        assert isinstance(d["Dimensions"], list)
-        for dimension_set in d["Dimensions"]:
-            assert len(dimension_set) <= 30
-            for key in dimension_set:
-                assert isinstance(obj[key], str), key  # each dimension names a top-level string member
-        assert 1 <= len(d["Metrics"]) <= 100
-        for metric in d["Metrics"]:
-            assert set(metric) <= {"Name", "Unit", "StorageResolution"}
-            assert metric["Unit"] in {"Milliseconds", "Count"}
-            value = obj[metric["Name"]]  # each metric names a top-level number
-            assert isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def test_emf_line_follows_the_specification_and_holds_every_metric():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from imgclf.errors import UserError
@@ -75,5 +77,26 @@ def test_workers_get_their_settings_through_the_child_environment_only(tmp_path,
     limits = RequestLimits(max_aspect_ratio=2.5)
     handler = HandlerSettings(default_accept="application/x-npy", top_k=2, limits=limits, workers=2)
     _, env = server.build_command(settings(model_dir=str(artifact_dir), handler=handler), tmp_path)
-    assert HandlerSettings.from_env(env) == handler
+    to_serve_stdout = replace(handler.metrics, destination=f"/proc/{os.getpid()}/fd/1")
+    assert HandlerSettings.from_env(env) == replace(handler, metrics=to_serve_stdout)
     assert dict(os.environ) == before
+
+
+def test_workers_write_request_metrics_to_the_servers_stdout_unless_told_otherwise(tmp_path, artifact_dir):
+    """Bare EMF lines in the container's log: the workers' own stdout is re-logged by MMS with a prefix."""
+    import os
+
+    from imgclf.serving.environment import HandlerSettings, request_metrics_settings
+
+    def worker_metrics(environ):
+        handler = HandlerSettings.from_env(environ)
+        _, env = server.build_command(settings(model_dir=str(artifact_dir), handler=handler), tmp_path)
+        return request_metrics_settings(env)
+
+    assert worker_metrics({}).destination == f"/proc/{os.getpid()}/fd/1"
+    assert os.path.exists(worker_metrics({}).destination)
+    assert worker_metrics({"IMGCLF_REQUEST_METRICS_TO": "/tmp/emf.log"}).destination == "/tmp/emf.log"
+    off = worker_metrics({"IMGCLF_REQUEST_METRICS": "off"})
+    assert not off.enabled and off.destination == ""
+    given = worker_metrics({"IMGCLF_ENDPOINT_NAME": "ep", "IMGCLF_ENDPOINT_VARIANT": "blue"})
+    assert (given.endpoint_name, given.variant) == ("ep", "blue")  # what `imgclf sagemaker deploy` sets
