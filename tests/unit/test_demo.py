@@ -1,5 +1,5 @@
 """`imgclf demo`'s back-ends without a browser: in-process answers, a remote server's answers and refusals, and
-the one-line messages a refused file gets (the page itself is tested in tests/browser)."""
+the one-line messages a refused file gets (the page itself, which needs gradio, is tested in tests/browser)."""
 
 from __future__ import annotations
 
@@ -97,9 +97,3 @@ def test_a_server_is_asked_for_gradcam_in_custom_attributes_and_its_refusal_is_r
 def test_examples_are_one_sample_test_image_per_digit(tmp_path):
     examples = demo.sample_examples(tmp_path)
     assert [p.split("/")[-1] for p in examples] == [f"digit-{d}.png" for d in range(10)]
-
-
-def test_the_page_builds_without_touching_the_network(local):
-    pytest.importorskip("gradio")
-    app = demo.build_app(local, [], top_k=3)
-    assert app.title == "imgclf demo"
