@@ -154,6 +154,15 @@ def folder_examples(folder: Path) -> list[str]:
     return [str(p) for p in found[:MAX_EXAMPLES]]
 
 
+def for_display(image: Image.Image, min_side: int = 224) -> Image.Image:
+    """Small images (the 8x8 sample digits) upscaled with square pixels, so the page shows them at the overlay's
+    size instead of as a speck."""
+    scale = -(-min_side // max(1, min(image.size)))
+    if scale <= 1:
+        return image
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+
+
 def build_app(backend: Any, examples: list[str], top_k: int = 5):
     """The Gradio Blocks page for `backend` (anything with `.classify(...)` and `.description`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read by gradio at import time
@@ -165,7 +174,7 @@ def build_app(backend: Any, examples: list[str], top_k: int = 5):
         name = Path(path).name
         body = Path(path).read_bytes()
         try:
-            shown = Image.open(io.BytesIO(body)).convert("RGB")
+            shown = for_display(Image.open(io.BytesIO(body)).convert("RGB"))
         except Exception:  # noqa: BLE001 - the backend says why, in words
             shown = None
         try:

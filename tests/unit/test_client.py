@@ -56,7 +56,7 @@ def test_classify_sends_the_attributes_after_top_k_and_keeps_the_explanations(se
     assert result == {
         "image": str(image),
         "predictions": ANSWER["predictions"][0],
-        **{"explanations": ANSWER["explanations"][0]},
+        "explanations": ANSWER["explanations"][0],
     }
     client.classify([str(image)], 5, endpoint_url=url)
     assert handler.seen == [

@@ -97,3 +97,12 @@ def test_a_server_is_asked_for_gradcam_in_custom_attributes_and_its_refusal_is_r
 def test_examples_are_one_sample_test_image_per_digit(tmp_path):
     examples = demo.sample_examples(tmp_path)
     assert [p.split("/")[-1] for p in examples] == [f"digit-{d}.png" for d in range(10)]
+
+
+def test_a_small_image_is_shown_upscaled_with_square_pixels_and_a_large_one_as_it_is():
+    digit = Image.new("L", (8, 8)).convert("RGB")
+    digit.putpixel((3, 4), (255, 255, 255))
+    shown = demo.for_display(digit)
+    assert shown.size == (224, 224) and shown.getpixel((3 * 28 + 5, 4 * 28 + 20)) == (255, 255, 255)
+    big = Image.new("RGB", (400, 300))
+    assert demo.for_display(big) is big
