@@ -5,8 +5,8 @@ Three back-ends answer the page, all through the serving contract's own pieces:
 
     LocalBackend(model_dir)       in-process: the serving decoders, the artifact loader, the same Explainer the
                                   server uses (serving/explanations.py)
-    RemoteBackend(url=...)        a running `imgclf serve` (POST /invocations)
-    RemoteBackend(endpoint=...)   a SageMaker endpoint (boto3 sagemaker-runtime invoke_endpoint)
+    RemoteBackend(url=...)        a running `imgclf serve` (POST /invocations)    } both through imgclf.client's
+    RemoteBackend(endpoint=...)   a SageMaker endpoint (invoke_endpoint)          } Endpoint, as `imgclf predict`
 
 Remote explanations are asked for the way any client asks: `X-Amzn-SageMaker-Custom-Attributes: explain=gradcam`.
 A file that is not an image (or that the server refuses) becomes a one-line message on the page, never a trace.
@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import os
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,6 @@ from imgclf.errors import UserError
 
 log = logging.getLogger(__name__)
 
-ACCEPT = "application/json"
 MAX_EXAMPLES = 12
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -103,64 +99,27 @@ class LocalBackend:
 
 
 class RemoteBackend:
-    """A running server (`url`) or a SageMaker endpoint (`endpoint`), asked over the serving contract."""
+    """A running server (`url`) or a SageMaker endpoint (`endpoint`), asked through imgclf.client."""
 
     def __init__(self, url: str | None = None, endpoint: str | None = None, region: str | None = None) -> None:
-        self.url, self.endpoint = url, endpoint
-        self.description = url or f"SageMaker endpoint {endpoint}"
-        self._client = None
-        if endpoint:
-            import boto3
+        from imgclf.client import Endpoint
 
-            self._client = boto3.client("sagemaker-runtime", region_name=region)
+        self._endpoint = Endpoint(url=url, name=None if url else endpoint, region=region)
+        self.description = self._endpoint.description
 
     def classify(self, body: bytes, content_type: str, top_k: int, explain: bool) -> Result:
-        attributes = f"top_k={top_k}" + (",explain=gradcam" if explain else "")
+        from imgclf.client import custom_attributes
+
         started = time.perf_counter()
-        raw = self._post(body, content_type, attributes)
+        answer = self._endpoint.invoke(
+            body, content_type, custom_attributes(top_k, "explain=gradcam" if explain else None)
+        )
         latency = (time.perf_counter() - started) * 1000
         try:
-            answer = json.loads(raw)
             (predictions,) = answer["predictions"]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"Unexpected answer (not imgclf's JSON schema): {raw[:200]!r}") from None
+        except (ValueError, TypeError):
+            raise UserError(f"Unexpected answer (not imgclf's JSON schema): {str(answer)[:200]}") from None
         return Result(predictions, _overlay(answer), latency)
-
-    def _post(self, body: bytes, content_type: str, attributes: str) -> bytes:
-        if self._client is not None:
-            return self._invoke_endpoint(body, content_type, attributes)
-        request = urllib.request.Request(
-            self.url.rstrip("/") + "/invocations",
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": content_type,
-                "Accept": ACCEPT,
-                "X-Amzn-SageMaker-Custom-Attributes": attributes,
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            raise UserError(f"{exc.code} {exc.reason}: {exc.read().decode(errors='replace').strip()}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise UserError(f"Cannot reach {self.url}: {getattr(exc, 'reason', exc)}") from None
-
-    def _invoke_endpoint(self, body: bytes, content_type: str, attributes: str) -> bytes:
-        import botocore.exceptions
-
-        client = self._client
-        try:
-            response = client.invoke_endpoint(
-                EndpointName=self.endpoint, Body=body, ContentType=content_type, Accept=ACCEPT,
-                CustomAttributes=attributes,
-            )  # fmt: skip
-        except client.exceptions.ModelError as exc:  # the container answered 4xx/5xx
-            raise UserError(exc.response.get("OriginalMessage") or str(exc)) from None
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise UserError(f"Cannot invoke endpoint {self.endpoint}: {exc}") from None
-        return response["Body"].read()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -195,6 +154,15 @@ def folder_examples(folder: Path) -> list[str]:
     return [str(p) for p in found[:MAX_EXAMPLES]]
 
 
+def for_display(image: Image.Image, min_side: int = 224) -> Image.Image:
+    """Small images (the 8x8 sample digits) upscaled with square pixels, so the page shows them at the overlay's
+    size instead of as a speck."""
+    scale = -(-min_side // max(1, min(image.size)))
+    if scale <= 1:
+        return image
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+
+
 def build_app(backend: Any, examples: list[str], top_k: int = 5):
     """The Gradio Blocks page for `backend` (anything with `.classify(...)` and `.description`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read by gradio at import time
@@ -206,7 +174,7 @@ def build_app(backend: Any, examples: list[str], top_k: int = 5):
         name = Path(path).name
         body = Path(path).read_bytes()
         try:
-            shown = Image.open(io.BytesIO(body)).convert("RGB")
+            shown = for_display(Image.open(io.BytesIO(body)).convert("RGB"))
         except Exception:  # noqa: BLE001 - the backend says why, in words
             shown = None
         try:

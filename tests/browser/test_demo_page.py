@@ -120,6 +120,25 @@ def browser(tmp_path):
     driver.quit()
 
 
+def test_the_page_builds_in_the_demo_venv_without_touching_the_network(model_dir):
+    """build_app alone (gradio lives only in .venv-demo, so this is the browser tier's, not the unit tier's)."""
+    why = _missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    code = (
+        "import sys; from imgclf import demo; "
+        "app = demo.build_app(demo.LocalBackend(sys.argv[1]), [], top_k=3); print(app.title)"
+    )
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [str(DEMO_PYTHON), "-c", code, str(model_dir)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "imgclf demo"
+
+
 def _upload(driver, url: str, path: Path) -> str:
     """Open the page, drop `path` into the upload box, return the status line once the page answered."""
     from selenium.webdriver.common.by import By

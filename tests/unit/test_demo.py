@@ -1,5 +1,5 @@
 """`imgclf demo`'s back-ends without a browser: in-process answers, a remote server's answers and refusals, and
-the one-line messages a refused file gets (the page itself is tested in tests/browser)."""
+the one-line messages a refused file gets (the page itself, which needs gradio, is tested in tests/browser)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,10 @@ def test_examples_are_one_sample_test_image_per_digit(tmp_path):
     assert [p.split("/")[-1] for p in examples] == [f"digit-{d}.png" for d in range(10)]
 
 
-def test_the_page_builds_without_touching_the_network(local):
-    pytest.importorskip("gradio")
-    app = demo.build_app(local, [], top_k=3)
-    assert app.title == "imgclf demo"
+def test_a_small_image_is_shown_upscaled_with_square_pixels_and_a_large_one_as_it_is():
+    digit = Image.new("L", (8, 8)).convert("RGB")
+    digit.putpixel((3, 4), (255, 255, 255))
+    shown = demo.for_display(digit)
+    assert shown.size == (224, 224) and shown.getpixel((3 * 28 + 5, 4 * 28 + 20)) == (255, 255, 255)
+    big = Image.new("RGB", (400, 300))
+    assert demo.for_display(big) is big

@@ -3,6 +3,7 @@
     imgclf predict dog.jpg cat.png --endpoint-url http://localhost:8080 [--top-k 3] [--json]
     imgclf predict dog.jpg --endpoint-name my-endpoint [--region us-east-1]
     imgclf predict big.png --endpoint-name my-async-endpoint --async [--async-input s3://B/in] [--async-timeout 900]
+    imgclf predict dog.jpg --endpoint-url http://localhost:8080 --custom-attributes explain=gradcam --json
 
 imgclf.client does the requests (imgclf.async_client for --async: upload to S3, InvokeEndpointAsync, a progress
 line on stderr while it waits for the answer in S3); this prints a table (or JSON).
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="AWS region for --endpoint-name (default: the AWS config's).")
     parser.add_argument("--top-k", type=int, default=5, help="Labels per image (default 5).")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    parser.add_argument(
+        "--custom-attributes",
+        metavar="ATTRS",
+        help="More SageMaker custom attributes sent after top_k=K, e.g. explain=gradcam (with --json the answer's "
+        "explanations are printed too).",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="Seconds per request (default 60).")
     add_async_arguments(parser)
 
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             endpoint_name=args.endpoint_name,
             region=args.region,
             timeout=args.timeout,
+            attributes=args.custom_attributes,
         )
     if args.json:
         print(json.dumps(results, indent=1))

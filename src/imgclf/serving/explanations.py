@@ -103,6 +103,11 @@ class Explainer:
             self._cam = GradCam(self.model, self.arch, self.input_shape)  # UserError (400) for ViT & co
         return self._cam
 
+    def prepare(self) -> None:
+        """Build Grad-CAM now (the handler calls this while checking an explained request): a model without a
+        feature map answers its 400 before the forward pass, not from the encoder."""
+        _ = self.cam
+
     def explain(
         self, inputs: torch.Tensor, probs: np.ndarray, request: ExplainRequest, index_to_name: dict[int, str]
     ) -> list[list[dict]]:

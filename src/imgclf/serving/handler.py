@@ -145,6 +145,7 @@ class ImageClassifierHandler:
                     self.index_to_name,
                 )  # fmt: skip
                 if wanted is not None:
+                    self.explainer.prepare()  # issue 14: a model without a feature map (ViT) is a 400 here
                     batch.explain[idx] = wanted
             except Exception as exc:  # noqa: BLE001 - every failure is answered, per request
                 batch.failures[idx] = exc
@@ -193,8 +194,9 @@ class ImageClassifierHandler:
                         body, batch.tensor[start:end], array[start:end], batch.explain[idx], self.index_to_name
                     )
             except Exception as exc:  # noqa: BLE001
-                log.exception("Encoding failed")
                 status, phrase, message = errors.http_error(exc)
+                if status >= 500:  # issue 14: a client's 4xx is answered, not logged as a server fault
+                    log.exception("Encoding failed")
                 answers.append((status, phrase, (message + "\n").encode()))
                 continue
             answers.append((200, fmt.content_type, body))

@@ -111,3 +111,24 @@ def test_a_model_without_a_feature_map_is_a_400_naming_it():
         explainer.explain(torch.zeros(1, 3, 32, 32), np.array([[0.4, 0.6]]), _requested(None, "explain=gradcam"), {})
     status, _, text = http_error(err.value)
     assert status == 400 and "vit_b_16" in text
+
+
+def test_a_vit_endpoint_answers_an_explain_request_400_naming_it_without_logging_a_server_fault(tmp_path, caplog):
+    """Refused while the request is checked (before the forward pass), so the encoder's 5xx path never logs it."""
+    from support.handler_calls import mms_context
+
+    from imgclf.artifact import ModelMeta, save_artifact
+    from imgclf.model import build_model
+    from imgclf.serving.environment import HandlerSettings
+    from imgclf.serving.handler import ImageClassifierHandler
+
+    meta = ModelMeta.for_training("vit_b_16", 2, 32)
+    save_artifact(build_model("vit_b_16", 2, model_kwargs=dict(meta.model_kwargs)), meta, CLASSES[:2], tmp_path)
+    vit = ImageClassifierHandler(HandlerSettings())
+    vit.initialize(mms_context(tmp_path, [{}]))
+    with caplog.at_level("DEBUG"):
+        status, _, body = call_one(vit, image_bytes(), X_Amzn_SageMaker_Custom_Attributes="explain=gradcam")
+        plain = call_one(vit, image_bytes())
+    assert status == 400 and b"vit_b_16" in body and b"explain=gradcam" in body
+    assert plain[0] == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
