@@ -10,6 +10,10 @@ Three layers, each usable without the next (torch-free; boto3 and the SageMaker 
     `sagemaker.async_inference.AsyncInferenceConfig`, `sagemaker.model_monitor.DataCaptureConfig`.
   * the boto3 call `create_endpoint_config` (AWS errors as readable `UserError`s, aws_errors.py).
 
+Why one module of ~470 lines: the three endpoint kinds share one CreateEndpointConfig request and one set of CLI
+flags; split apart, each would need the others' checks (serverless refuses capture and autoscaling, async sets the
+payload limit).
+
 Autoscaling (autoscaling.py) and the CloudWatch dashboard (dashboard.py) are their own modules;
 `add_endpoint_arguments` / `options_from_args` here are every flag of `imgclf sagemaker deploy` for all of them.
 

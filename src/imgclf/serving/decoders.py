@@ -1,5 +1,8 @@
 """Request body + Content-Type -> a list of inputs (PIL RGB images or already-normalised float arrays).
 
+(~460 lines: every content type charges the same per-request Budget before it allocates; kept in one module so
+"what does a bad PNG / deep JSON / huge .npy return" is answered in one file.)
+
 Accepted Content-Types:
 
     image/jpeg, image/png, image/* (any type Pillow reads), application/x-image, application/octet-stream
