@@ -76,6 +76,10 @@ def detect_format(root: Path, options: FormatOptions) -> str:
 def _labels_file(root: Path, options: FormatOptions, channel: str, fmt: str) -> Path:
     if options.labels_file:
         path = root / options.labels_file
+        if not _inside(root, path):
+            raise UserError(
+                f"labels-file {options.labels_file!r} lies outside the {channel} channel {root}: name a file in it."
+            )
         if not path.is_file():
             raise UserError(f"labels-file {options.labels_file!r} not found in the {channel} channel {root}.")
         return path
@@ -297,17 +301,31 @@ def _hdf5_channel(
     return _finish(root, channel, "hdf5", samples, names, skipped, HDF5Reader(files[0]))
 
 
-def _resolve(root: Path, value: str) -> Path | None:
-    """A manifest path inside the channel; an s3:// URI matches the longest key suffix present in the channel."""
+def _inside(root: Path, path: Path) -> bool:
+    """Whether `path` (symlinks and .. resolved) lies in the channel: a manifest or labels-file never reaches out."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+OUTSIDE = "path outside the channel"
+
+
+def _resolve(root: Path, value: str) -> Path | str:
+    """A manifest path inside the channel; an s3:// URI matches the longest key suffix present in the channel.
+    Else the reason it is skipped: "missing image", or OUTSIDE for a path (absolute, .., a symlink) that leaves it."""
     if value.startswith("s3://"):
         parts = value[len("s3://") :].split("/")[1:]
         for i in range(len(parts)):
             candidate = root.joinpath(*parts[i:])
             if candidate.is_file():
-                return candidate
-        return None
+                return candidate if _inside(root, candidate) else OUTSIDE
+        return "missing image"
     candidate = Path(value) if os.path.isabs(value) else root / value
-    return candidate if candidate.is_file() else None
+    if not _inside(root, candidate):
+        return OUTSIDE
+    return candidate if candidate.is_file() else "missing image"
 
 
 def _manifest_channel(
@@ -322,8 +340,8 @@ def _manifest_channel(
     good = []
     for key, label in items:
         path = _resolve(root, key)
-        if path is None:
-            skipped["missing image"] += 1
+        if isinstance(path, str):
+            skipped[path] += 1
         elif not channels.readable(str(path)):
             skipped["undecodable image"] += 1
         else:

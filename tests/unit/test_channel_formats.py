@@ -162,6 +162,24 @@ def test_a_channel_with_no_usable_rows_is_a_clear_error(sample_data, tmp_path):
         channel_formats.load_channel(tmp_path)
 
 
+def test_manifest_and_labels_file_paths_stay_inside_their_channel(sample_data, tmp_path):
+    """Issue 12: absolute paths, .. and symlinks out of the channel are skipped and counted, never read."""
+    channel_dir = tmp_path / "channel"
+    n = write_manifest_channel(sample_data / "valid", channel_dir, "csv", per_class=3)
+    outside = tmp_path / "outside.png"
+    shutil.copy(next((channel_dir / "images" / "1").iterdir()), outside)
+    (channel_dir / "images" / "escape.png").symlink_to(outside)
+    with open(channel_dir / "manifest.csv", "a") as f:
+        f.write(f"{outside},1\n../outside.png,1\nimages/../../outside.png,1\nimages/escape.png,1\n")
+        f.write("s3://bucket/prefix/../../outside.png,1\n")
+    channel = channel_formats.load_channel(channel_dir)
+    assert len(channel.samples) == n
+    assert Counter(channel.skipped) == {"path outside the channel": 5}
+    assert all(Path(path).resolve().is_relative_to(channel_dir.resolve()) for path, _ in channel.samples)
+    with pytest.raises(UserError, match="outside the train channel"):
+        channel_formats.load_channel(channel_dir, FormatOptions(labels_file="../outside.png"))
+
+
 def test_csv_manifest_with_relative_paths(sample_data, tmp_path):
     n = write_manifest_channel(sample_data / "valid", tmp_path, "csv", per_class=3)
     with open(tmp_path / "manifest.csv", "a") as f:
