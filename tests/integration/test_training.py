@@ -145,6 +145,17 @@ def test_checkpoint_of_a_different_configuration_is_refused(sample_data, tmp_pat
     second = _imgclf(*base, "--model-dir", str(tmp_path / "b"), *fast_flags(epochs="1", arch="resnet34"))
     assert second.returncode == 2
     assert "holds a checkpoint of a different run" in second.stderr
+    # Issue 12: the identity covers every hyperparameter that changes the result, and the data listing.
+    lr = _imgclf(*base, "--model-dir", str(tmp_path / "c"), *fast_flags(epochs="1", lr="0.01"))
+    assert lr.returncode == 2 and "lr: '0.003' -> '0.01'" in lr.stderr, lr.stderr[-2000:]
+    other_data = tmp_path / "data"
+    shutil.copytree(sample_data, other_data)
+    next((other_data / "train" / "0").iterdir()).unlink()
+    data = _imgclf(
+        "train", "--data", str(other_data), "--checkpoint-dir", str(ckpt), "--model-dir", str(tmp_path / "d"),
+        *fast_flags(epochs="1"),
+    )  # fmt: skip
+    assert data.returncode == 2 and "differs in data" in data.stderr, data.stderr[-2000:]
 
 
 def test_frozen_backbone_with_cached_features_trains_only_the_head(sample_data, tmp_path):
