@@ -37,7 +37,7 @@ def assert_explained(answer: dict, n_images: int) -> None:
 def test_explain_on_request_plain_without_and_a_400_beyond_the_limit(server, sample_data):
     png = digit_png(sample_data, 3)
     status, headers, body = server.invoke(png, accept="application/json", **EXPLAIN)
-    assert status == 200 and headers["Content-Type"].startswith("application/json"), body
+    assert status == 200 and headers["content-type"].startswith("application/json"), body
     answer = json.loads(body)
     assert_explained(answer, 1)
     assert answer["explanations"][0][0]["layer"] == "layer3"  # ResNet-18 at 32 px: layer4 is already 1x1
