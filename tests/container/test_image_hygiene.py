@@ -24,7 +24,7 @@ def _config(image: str) -> dict:
 
 
 def _sh(image: str, script: str) -> subprocess.CompletedProcess:
-    return sm.docker("run", "--rm", "--label", sm.TEST_LABEL, image, "sh", "-c", script, check=False, timeout=120)
+    return sm.docker("run", "--rm", *sm.LABELS, image, "sh", "-c", script, check=False, timeout=120)
 
 
 @pytest.mark.parametrize("role", ["train", "serve"])
@@ -47,7 +47,7 @@ def test_labels_entrypoint_and_environment(images, role):
 
 @pytest.mark.parametrize("role", ["train", "serve"])
 def test_pip_check_is_clean_inside(images, role):
-    r = sm.docker("run", "--rm", "--label", sm.TEST_LABEL, images[role], "pip", "check", check=False, timeout=120)
+    r = sm.docker("run", "--rm", *sm.LABELS, images[role], "pip", "check", check=False, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

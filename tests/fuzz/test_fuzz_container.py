@@ -114,7 +114,7 @@ def model_224(tmp_path_factory) -> Path:
 def capped_server(serve_image, model_224):
     name = sm.container_name("fuzz")
     port = sm.free_port()
-    cmd = [sm.DOCKER, "run", "-d", "--name", name, "--label", sm.TEST_LABEL, "--memory", MEMORY]
+    cmd = [sm.DOCKER, "run", "-d", "--name", name, *sm.LABELS, "--memory", MEMORY]
     cmd += ["--memory-swap", MEMORY, "-p", f"127.0.0.1:{port}:8080", "-v", f"{model_224}:/opt/ml/model:ro"]
     subprocess.run([*cmd, serve_image, "serve"], check=True, capture_output=True, text=True, timeout=60)
     try:

@@ -66,14 +66,18 @@ def test_sigkill_mid_epoch_then_restart_resumes_and_matches_an_uninterrupted_run
 
 def test_corrupt_newest_checkpoint_warns_and_falls_back_to_the_previous_one(sample_data, tmp_path):
     sample_data = small_sample(sample_data, tmp_path / "data")
-    first = imgclf_train(*_train_args(sample_data, tmp_path, "run", epochs="2"), timeout=TRAIN_TIMEOUT)
+    args = _train_args(sample_data, tmp_path, "run", epochs="3")
+    first = imgclf_train(*args, timeout=TRAIN_TIMEOUT)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = tmp_path / "run" / "ckpt"
     newest = ckpt / "checkpoint-0002.pt"
     assert newest.exists() and (ckpt / "checkpoint-0001.pt").exists()
-    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated, as by a crash mid-sync
+    # As a crash during epoch 3's sync leaves it: no checkpoint 3 yet, checkpoint 2 truncated. Same run (same
+    # hyperparameters and data), so its identity matches and the rerun resumes it.
+    (ckpt / "checkpoint-0003.pt").unlink()
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
 
-    rerun = imgclf_train(*_train_args(sample_data, tmp_path, "run", epochs="3"), timeout=TRAIN_TIMEOUT)
+    rerun = imgclf_train(*args, timeout=TRAIN_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "checkpoint-0002.pt is unreadable" in rerun.stderr
     assert "Resumed from checkpoint after epoch 1" in rerun.stdout

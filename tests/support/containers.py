@@ -39,6 +39,9 @@ TRAIN_IMAGE = os.environ.get("IMGCLF_TRAIN_IMAGE", "imgclf-train:latest")
 SERVE_IMAGE = os.environ.get("IMGCLF_SERVE_IMAGE", "imgclf-serve:latest")
 TEST_BASE = os.environ.get("IMGCLF_TEST_BASE", "imgclf-base:bookworm")
 TEST_LABEL = "imgclf.test=1"
+# This pytest process's containers also carry a run label, so its clean-up leaves a concurrent run's alone.
+RUN_LABEL = f"imgclf.test.run={uuid.uuid4().hex[:12]}"
+LABELS = ["--label", TEST_LABEL, "--label", RUN_LABEL]
 # docker/wheelhouse.sh's output, for the test base's Python (Debian bookworm: 3.11).
 WHEELHOUSE = REPO / "wheelhouse"
 WHEELHOUSE_PYTHON = "3.11"
@@ -174,7 +177,7 @@ def container_name(prefix: str) -> str:
 
 
 def _train_cmd(image: str, base: Path, name: str, args: list[str], env: dict[str, str] | None) -> list[str]:
-    cmd = [DOCKER, "run", "--name", name, "--label", TEST_LABEL, "--hostname", "algo-1", "-v", f"{base}:/opt/ml"]
+    cmd = [DOCKER, "run", "--name", name, *LABELS, "--hostname", "algo-1", "-v", f"{base}:/opt/ml"]
     for key, value in (env or {}).items():
         cmd += ["-e", f"{key}={value}"]
     return [*cmd, image, *args]
@@ -313,7 +316,7 @@ def serve(
     `docker_args` go to `docker run` as they are (e.g. ("--memory", "3072m"))."""
     name = container_name("serve")
     port = free_port()
-    cmd = [DOCKER, "run", "-d", "--name", name, "--label", TEST_LABEL, "-p", f"127.0.0.1:{port}:{container_port}"]
+    cmd = [DOCKER, "run", "-d", "--name", name, *LABELS, "-p", f"127.0.0.1:{port}:{container_port}"]
     cmd += ["-v", f"{model_dir}:/opt/ml/model:ro"]
     for key, value in (env or {}).items():
         cmd += ["-e", f"{key}={value}"]
@@ -328,6 +331,6 @@ def serve(
 
 
 def remove_test_containers() -> None:
-    ids = docker("ps", "-aq", "--filter", f"label={TEST_LABEL}", check=False).stdout.split()
+    ids = docker("ps", "-aq", "--filter", f"label={RUN_LABEL}", check=False).stdout.split()
     if ids:
         docker("rm", "-f", *ids, check=False)

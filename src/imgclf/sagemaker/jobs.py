@@ -29,12 +29,12 @@ CHANNELS = ("train", "valid", "test")
 
 
 def unique_job_name(base: str = "imgclf") -> str:
-    """BASE-YYYYmmdd-HHMMSS-xxxx: unique per call, at most 63 characters (SageMaker's job-name limit).
+    """BASE-YYYYmmdd-HHMMSS-xxxxxxxx: unique per call, at most 63 characters (SageMaker's job-name limit).
 
     Chosen here rather than by the SDK at fit time, so the checkpoint prefix can carry it (checkpoint_uri).
     """
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    suffix = f"-{stamp}-{secrets.token_hex(2)}"
+    suffix = f"-{stamp}-{secrets.token_hex(4)}"  # 32 random bits: no birthday clash among calls in one second
     return base[: 63 - len(suffix)].rstrip("-") + suffix
 
 

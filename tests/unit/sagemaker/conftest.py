@@ -23,7 +23,10 @@ def no_aws(monkeypatch, tmp_path):
         BUCKET_ENV,
         "SAGEMAKER_USER_CONFIG_OVERRIDE",
     ):
-        monkeypatch.delenv(var, raising=False)
+        # setenv first records the variable, so whatever the test sets later (prepare_local_env writes to
+        # os.environ on purpose) is removed again afterwards instead of leaking into the next test.
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
