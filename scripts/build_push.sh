@@ -16,6 +16,8 @@
 #                         otherwise the job fails with "exec format error")
 #   --base-image IMAGE    base image of both images (default: $BASE_IMAGE, else the Dockerfiles' CUDA image)
 #   --pretrained-weights PATH|URL   bake pretrained weights into the train image (docker/weights/README.md)
+#   --pretrained-weights-sha256 HEX  their expected sha256 (or its first 8+ hex digits); the build fails on a
+#                         mismatch. Optional only for files named as torchvision names them (resnet18-f37072fd.pth)
 #   --no-build            push the existing local images imgclf-train:<local tag> / imgclf-serve:<local tag>
 #   --registry HOST[:PORT]  push to this registry instead of <account>.dkr.ecr.<region>.amazonaws.com
 #   --no-login            skip `docker login` (registry already logged in, or one without auth)
@@ -29,10 +31,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "build_push.sh: error: $*" >&2; exit 1; }
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 
 LOCAL=0 BUILD=1 LOGIN=1 LATEST=0
-REGION="" ACCOUNT="" REGISTRY="" PLATFORM="" WEIGHTS="" ONLY=""
+REGION="" ACCOUNT="" REGISTRY="" PLATFORM="" WEIGHTS="" WEIGHTS_SHA256="" ONLY=""
 LOCAL_TAG=latest
 TRAIN_REPO=imgclf-train SERVE_REPO=imgclf-serve
 BASE=${BASE_IMAGE:-}
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
     --platform) need_value "$@"; PLATFORM=$2; shift 2 ;;
     --base-image) need_value "$@"; BASE=$2; shift 2 ;;
     --pretrained-weights) need_value "$@"; WEIGHTS=$2; shift 2 ;;
+    --pretrained-weights-sha256) need_value "$@"; WEIGHTS_SHA256=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --registry) need_value "$@"; REGISTRY=$2; shift 2 ;;
     --no-login) LOGIN=0; shift ;;
@@ -85,6 +88,9 @@ build() {
   [ -n "$BASE" ] && args+=(--build-arg "BASE_IMAGE=$BASE")
   [ -n "$PLATFORM" ] && args+=(--platform "$PLATFORM")
   if [ "$role" = train ] && [ -n "$WEIGHTS" ]; then args+=(--build-arg "PRETRAINED_WEIGHTS=$WEIGHTS"); fi
+  if [ "$role" = train ] && [ -n "$WEIGHTS_SHA256" ]; then
+    args+=(--build-arg "PRETRAINED_WEIGHTS_SHA256=$WEIGHTS_SHA256")
+  fi
   mkdir -p wheelhouse  # the Dockerfiles bind-mount it; empty means "install from the index"
   echo "build_push.sh: building $(local_image "$role") (base: ${BASE:-the Dockerfile default})" >&2
   local start=$SECONDS

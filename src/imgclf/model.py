@@ -13,12 +13,15 @@ import logging
 import os
 import socket
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
 
+from imgclf import checksums
 from imgclf.errors import UserError
 from imgclf.hyperparameters import describe_choices
 
@@ -95,10 +98,15 @@ def headless(model: nn.Module) -> Iterator[nn.Module]:
 def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     """torchvision's own download (cached under TORCH_HOME); a clear error instead of a hang offline."""
     weights = torchvision.models.get_model_weights(arch).DEFAULT
+    # torch.hub checks the name's hash prefix only while downloading, and unpickles unless told weights_only: a
+    # cached file (baked into the image, or left by an earlier job) is checked here before it is loaded.
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    if cached.is_file():
+        checksums.verify_pretrained(cached, torchvision_name=True)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        return weights.get_state_dict(progress=False)
+        return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except Exception as exc:  # URLError, timeouts, HTTP errors, corrupt cache
         raise UserError(
             f"Could not get ImageNet weights for {arch} from {weights.url} "
@@ -115,6 +123,7 @@ def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise UserError(
             f"pretrained-weights file {path!r} does not exist. Use 'imagenet', 'none' or a path to a .pth file."
         )
+    checksums.verify_pretrained(Path(path))  # SHA256SUMS beside a file baked into the image
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
