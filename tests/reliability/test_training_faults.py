@@ -6,12 +6,15 @@ Every test runs the real trainer in a subprocess (`imgclf train` or sagemaker-tr
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
+import torch
 from support import VENV_BIN
 from support.reliability import imgclf_train, metric, small_sample, small_tmpfs
 from support.training import FAST_HYPERPARAMETERS, fast_flags, make_opt_ml, read_until, sagemaker_train
@@ -82,6 +85,39 @@ def test_corrupt_newest_checkpoint_warns_and_falls_back_to_the_previous_one(samp
     assert "checkpoint-0002.pt is unreadable" in rerun.stderr
     assert "Resumed from checkpoint after epoch 1" in rerun.stdout
     assert metric(rerun.stdout, "epoch") == [2, 3]
+
+
+def test_a_finished_runs_checkpoint_completes_only_that_run_and_is_never_a_new_result(sample_data, tmp_path):
+    # Issue 12: resuming a finished run trains nothing. A spot job restarted after its last checkpoint but before
+    # its model was uploaded (same job name, empty model dir) must still end cleanly, with the model it trained;
+    # any other reuse of the directory is refused, naming it.
+    data = small_sample(sample_data, tmp_path / "data")
+    args = _train_args(data, tmp_path, "run", epochs="1")
+    job_a, job_b = ({**os.environ, "TRAINING_JOB_NAME": name} for name in ("job-a", "job-b"))
+    first = imgclf_train(*args, env=job_a, timeout=TRAIN_TIMEOUT)
+    assert first.returncode == 0, first.stderr[-3000:]
+    model_dir, ckpt = tmp_path / "run" / "model", tmp_path / "run" / "ckpt"
+    trained = torch.load(model_dir / "model.pt", weights_only=True)
+    shutil.rmtree(model_dir)  # the restarted container's /opt/ml/model is empty
+
+    restarted = imgclf_train(*args, env=job_a, timeout=TRAIN_TIMEOUT)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert f"{ckpt} holds a run that finished after epoch 1" in restarted.stdout
+    assert "without training" in restarted.stdout
+    assert metric(restarted.stdout, "epoch") == []  # no epoch trained
+    rewritten = torch.load(model_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(trained[k], rewritten[k]) for k in trained)
+
+    again = imgclf_train(*args, env=job_a, timeout=TRAIN_TIMEOUT)
+    assert again.returncode == 2
+    assert f"{ckpt} holds a run that finished" in again.stderr and f"already in {model_dir}" in again.stderr
+
+    elsewhere = [str(tmp_path / "b") if arg == str(model_dir) else arg for arg in args]  # same checkpoint dir
+    other = imgclf_train(*elsewhere, env=job_b, timeout=TRAIN_TIMEOUT)
+    assert other.returncode == 2
+    assert f"{ckpt} holds a run that finished" in other.stderr
+    assert "written by job job-a; this job (job-b) would train nothing" in other.stderr
+    assert not (tmp_path / "b" / "model.pt").exists()
 
 
 def test_full_model_disk_writes_a_clear_failure_file_and_exits_non_zero(sample_data, tmp_path):

@@ -17,8 +17,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import loadgen  # noqa: E402,F401  (the benchmarks' load generator and server helpers, re-exported)
 
 
-def imgclf_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "imgclf"), "train", *args], capture_output=True, text=True, timeout=timeout)
+def imgclf_train(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "imgclf"), "train", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def small_sample(src: Path, dst: Path, per_class: int = 15) -> Path:
