@@ -32,15 +32,19 @@ import torchvision
 from torch import nn
 
 from imgclf import __version__, checksums
+from imgclf.artifact_files import (  # noqa: F401  (load_index, verify_files: the loader's API, defined torch-free)
+    ARTIFACT_FORMAT,
+    INDEX_FILE,
+    META_FILE,
+    WEIGHTS_FILE,
+    check_meta,
+    load_index,
+    verify_files,
+)
 from imgclf.errors import UserError
 from imgclf.model import arch_kwargs, build_model
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "model.pt"
-INDEX_FILE = "index_to_name.json"
-META_FILE = "imgclf.json"
-ARTIFACT_FORMAT = 1
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -143,67 +147,14 @@ def save_artifact(model: nn.Module, meta: ModelMeta, class_names: list[str], mod
         (out / META_FILE).write_text(json.dumps({**asdict(meta), checksums.KEY: recorded}, indent=1))
 
 
-def _check_meta(path: Path, raw: object) -> dict[str, Any]:
-    """imgclf.json's fields with their types and ranges checked: it is read before any weight is."""
-    if not isinstance(raw, dict):
-        raise UserError(f"{path} must hold a JSON object.")
-    known = {f for f in ModelMeta.__dataclass_fields__}
-    meta = {k: v for k, v in raw.items() if k in known}  # other keys (checksums, engines) belong to others
-
-    def bad(field: str, why: str) -> UserError:
-        return UserError(f"{path}: '{field}' {why} (got {raw.get(field)!r}).")
-
-    if not isinstance(meta.get("arch"), str) or not meta["arch"]:
-        raise bad("arch", "must name a torchvision architecture")
-    for field, low, high in (("num_classes", 1, 1_000_000), ("image_size", 8, 8192), ("resize_size", 8, 8192)):
-        value = meta.get(field)
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise bad(field, f"must be an integer in {low}..{high}")
-    for field in ("mean", "std"):
-        value = meta.get(field, [0.0, 0.0, 1.0])
-        if not (isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int | float) for v in value)):
-            raise bad(field, "must be three numbers")
-    if any(v <= 0 for v in meta.get("std", [1.0])):
-        raise bad("std", "must be positive")
-    return meta
-
-
 def load_meta(model_dir: str | Path) -> ModelMeta:
     path = Path(model_dir) / META_FILE
-    raw = checksums.read_json(path)
-    if isinstance(raw, dict) and raw.get("format") != ARTIFACT_FORMAT:
-        raise UserError(f"{path} has artifact format {raw.get('format')}; this imgclf reads {ARTIFACT_FORMAT}.")
-    meta = _check_meta(path, raw)
+    known = set(ModelMeta.__dataclass_fields__)
+    meta = {k: v for k, v in check_meta(path, checksums.read_json(path)).items() if k in known}
     meta["mean"], meta["std"] = tuple(meta.get("mean", IMAGENET_MEAN)), tuple(meta.get("std", IMAGENET_STD))
     kwargs = meta.get("model_kwargs", ())
     meta["model_kwargs"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs)
     return ModelMeta(**meta)
-
-
-def load_index(model_dir: Path, num_classes: int) -> dict[int, str]:
-    """index_to_name.json: exactly the classes 0..num_classes-1, each a short name."""
-    path = model_dir / INDEX_FILE
-    raw = checksums.read_json(path)
-    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-        raise UserError(f'{path} must map class indices to names: {{"0": "name", ...}}.')
-    try:
-        index = {int(k): v for k, v in raw.items()}
-    except ValueError:
-        raise UserError(f"{path}: every key must be a class index (0, 1, ...).") from None
-    if sorted(index) != list(range(num_classes)):
-        raise UserError(f"{path} names {len(index)} classes; the model's head has {num_classes} (imgclf.json).")
-    if any(len(name) > 1024 for name in index.values()):
-        raise UserError(f"{path}: class names are at most 1,024 characters.")
-    return index
-
-
-def verify_files(model_dir: str | Path) -> None:
-    """The checksums imgclf.json records, checked (torch-free: `imgclf serve` runs it before starting MMS)."""
-    model_dir = Path(model_dir)
-    raw = checksums.read_json(model_dir / META_FILE)
-    recorded = raw.get(checksums.KEY) if isinstance(raw, dict) else None
-    if not checksums.verify(model_dir, recorded):
-        log.warning("%s records no checksums (an artifact from before imgclf recorded them): not verified", model_dir)
 
 
 def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> Artifact:

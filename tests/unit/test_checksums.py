@@ -4,6 +4,8 @@ by the loader and by `imgclf serve` before MMS starts, each naming the file."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -63,8 +65,18 @@ def test_imgclf_json_is_validated_before_any_weight_is_read(model_dir, change, m
     meta_path = model_dir / "imgclf.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, **change}))
-    with pytest.raises(UserError, match=message):
-        artifact.load_meta(model_dir)
+    for check in (lambda: artifact.load_meta(model_dir), lambda: check_artifact(str(model_dir))):
+        with pytest.raises(UserError, match=message):
+            check()
+
+
+def test_serve_refuses_a_hand_edited_class_count_before_starting_a_worker(model_dir):
+    # The checksums still match (imgclf.json records the others, not itself), so only validation catches it; before
+    # MMS starts, not after the workers have crash-looped until SAGEMAKER_STARTUP_TIMEOUT.
+    meta_path = model_dir / "imgclf.json"
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "num_classes": 4}))
+    with pytest.raises(UserError, match="index_to_name.json names 3 classes; the model's head has 4"):
+        check_artifact(str(model_dir))
 
 
 def test_index_to_name_must_match_the_head(model_dir):
@@ -82,3 +94,14 @@ def test_index_to_name_must_match_the_head(model_dir):
 def test_a_checksum_record_cannot_point_outside_the_model_directory(model_dir):
     with pytest.raises(UserError, match="not a file of the model directory"):
         checksums.verify(model_dir, {"../secret": "00"})
+
+
+def test_serves_check_runs_without_torch(model_dir):
+    # `imgclf serve`'s own process stays torch-free (seconds and ~300 MB less before MMS starts; the workers load it).
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+        "from imgclf.serving.server import check_artifact\n"
+        f"check_artifact({str(model_dir)!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from imgclf import checksums
+from imgclf import artifact_files
 from imgclf.errors import UserError
 from imgclf.serving.environment import ServerSettings
 
@@ -54,22 +54,12 @@ STOCK_MAIN = "com.amazonaws.ml.mms.ModelServer"
 STARTUP_TIMEOUT_EXIT = 3  # GatedModelServer's exit status when no worker loaded the model in time
 
 
-# imgclf.model's artifact files; named here so that the serve process never imports torch (the workers do).
-ARTIFACT_FILES = ("model.pt", "index_to_name.json", "imgclf.json")
-
-
 def check_artifact(model_dir: str) -> None:
-    """Fail in a second with a clear message, not after MMS has crash-looped its workers for minutes: the files
-    are there and match the sha256 imgclf.json records (a changed model.pt names itself here)."""
-    missing = [name for name in ARTIFACT_FILES if not os.path.isfile(os.path.join(model_dir, name))]
-    if missing:
-        raise UserError(
-            f"{model_dir} is not an imgclf model directory: missing {', '.join(missing)}. Pass --model-dir, or "
-            "mount the training job's model.tar.gz contents at /opt/ml/model."
-        )
-    meta = checksums.read_json(Path(model_dir) / "imgclf.json")
-    if not checksums.verify(Path(model_dir), meta.get(checksums.KEY) if isinstance(meta, dict) else None):
-        log.warning("%s records no checksums (an artifact from before imgclf recorded them): not verified", model_dir)
+    """Fail in a second with a clear message, not after MMS has crash-looped its workers until
+    SAGEMAKER_STARTUP_TIMEOUT: the files are there, match the sha256 imgclf.json records (a changed model.pt names
+    itself here) and hold valid JSON (imgclf.artifact_files: torch-free, as this process is; the workers load torch).
+    """
+    artifact_files.check(model_dir)
 
 
 def management_address(settings: ServerSettings) -> str:
