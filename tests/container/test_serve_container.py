@@ -1,13 +1,17 @@
 """`docker run imgclf-serve serve` with the model the train container wrote (model.tar.gz, unpacked as SageMaker
-does), on a published 127.0.0.1 port: /ping, real images, bad inputs, SIGTERM."""
+does), on a published 127.0.0.1 port: /ping, real images, bad inputs, SIGTERM; a tampered artifact refused."""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import pytest
 from support import containers as sm
+
+from imgclf.artifact import ModelMeta, save_artifact
+from imgclf.model import build_model
 
 pytestmark = pytest.mark.container
 
@@ -73,3 +77,49 @@ def test_bind_to_port_is_honoured(images, served_model):
     # The accept-bind-to-port label promises this: SageMaker picks the port through SAGEMAKER_BIND_TO_PORT.
     with sm.serve(served_model, images["serve"], env={"SAGEMAKER_BIND_TO_PORT": "9090"}, container_port=9090) as srv:
         assert srv.ping() == 200
+
+
+@pytest.fixture(scope="module")
+def small_artifact(tmp_path_factory):
+    """A 3-class model written by the trainer's writer (checksums recorded): no training run needed."""
+    out = tmp_path_factory.mktemp("small-artifact") / "model"
+    save_artifact(build_model("resnet18", 3), ModelMeta.for_training("resnet18", 3, 32), ["a", "b", "c"], out)
+    return out
+
+
+def _flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _swap_two_names(path) -> None:  # still valid JSON, still 3 classes: only the checksum tells
+    names = json.loads(path.read_text())
+    names["0"], names["1"] = names["1"], names["0"]
+    path.write_text(json.dumps(names))
+
+
+def _one_more_class(path) -> None:  # imgclf.json holds the checksums, not its own: validation tells
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "num_classes": meta["num_classes"] + 1}))
+
+
+@pytest.mark.parametrize(
+    ("name", "tamper", "message"),
+    [
+        ("model.pt", _flip_a_byte, "model.pt does not match the sha256 recorded in imgclf.json"),
+        ("index_to_name.json", _swap_two_names, "index_to_name.json does not match the sha256"),
+        ("imgclf.json", _one_more_class, "index_to_name.json names 3 classes; the model's head has 4 (imgclf.json)"),
+    ],
+    ids=["model-pt-one-byte", "index-to-name-swapped", "imgclf-json-class-count"],
+)
+def test_a_tampered_artifact_stops_the_container_with_the_file_named(
+    images, small_artifact, tmp_path, name, tamper, message
+):
+    # Issue 12: refused before MMS starts (in seconds, not after SAGEMAKER_STARTUP_TIMEOUT), the reason in the log.
+    model = tmp_path / "model"
+    shutil.copytree(small_artifact, model)
+    tamper(model / name)
+    done = sm.serve_until_exit(model, images["serve"], timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert message in done.stderr, done.stderr[-2000:]

@@ -11,7 +11,8 @@ support/localmode.py wrap them.
 - `ensure_wheelhouse()` is that build's wheelhouse step on its own (the packaging test installs from it too).
 - `opt_ml()` lays out what SageMaker writes before `train`; `train()` / `start_train()` run `IMAGE train` on it.
 - `model_from_tarball()` is the hand-off: model/ -> model.tar.gz -> unpacked, as SageMaker does.
-- `Server` (`with serve(...) as server:`) runs `IMAGE serve` on a free 127.0.0.1 port and waits for /ping.
+- `Server` (`with serve(...) as server:`) runs `IMAGE serve` on a free 127.0.0.1 port and waits for /ping;
+  `serve_until_exit()` runs it in the foreground for a model that must be refused.
 Every container gets the label `imgclf.test=1` (`scripts/clean_docker.sh` removes leftovers).
 """
 
@@ -326,6 +327,17 @@ def serve(
         url = f"http://127.0.0.1:{port}"
         wait_for_ping(url, name, startup_timeout)
         yield Server(name=name, url=url, started_s=time.monotonic() - start)
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def serve_until_exit(model_dir: Path, image: str = SERVE_IMAGE, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`docker run IMAGE serve` in the foreground, for a model that must not be served: its exit status and log.
+    One that starts serving anyway runs into `timeout` (subprocess.TimeoutExpired) and is removed."""
+    name = container_name("serve")
+    cmd = [DOCKER, "run", "--name", name, *LABELS, "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     finally:
         docker("rm", "-f", name, check=False)
 
