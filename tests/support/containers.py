@@ -333,11 +333,16 @@ def serve(
 
 def serve_until_exit(model_dir: Path, image: str = SERVE_IMAGE, timeout: float = 120) -> subprocess.CompletedProcess:
     """`docker run IMAGE serve` in the foreground, for a model that must not be served: its exit status and log.
-    One that starts serving anyway runs into `timeout` (subprocess.TimeoutExpired) and is removed."""
+    One still running after `timeout` s fails the test with its log, and is removed."""
     name = container_name("serve")
     cmd = [DOCKER, "run", "--name", name, *LABELS, "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"]
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        logs = docker("logs", name, check=False)
+        raise AssertionError(
+            f"serve container still running after {timeout} s:\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}"
+        ) from None
     finally:
         docker("rm", "-f", name, check=False)
 
