@@ -21,7 +21,7 @@ bash scripts/browser_setup.sh   # chromium + chromium-driver, selenium, .venv-de
 .venv/bin/ruff format --check src tests examples benchmarks
 
 set +e
-.venv/bin/pytest "$@"
+.venv/bin/pytest --durations=25 "$@"  # the slowest tests in the log: CI time is watched
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
