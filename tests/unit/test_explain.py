@@ -52,10 +52,17 @@ def test_the_overlay_is_a_png_of_the_upscaled_input_and_the_raw_map_is_normalise
 
 @pytest.mark.parametrize(
     ("arch", "size", "layer"),
-    [("resnet18", 32, "layer3"), ("efficientnet_b0", 64, "features"), ("convnext_tiny", 64, "features")],
+    [
+        ("resnet18", 32, "layer3"),
+        ("efficientnet_b0", 64, "features"),
+        ("convnext_tiny", 64, "features"),
+        ("alexnet", 224, "features"),
+        ("googlenet", 64, "inception5b"),
+    ],
 )
 def test_target_layer_is_found_from_the_architecture(arch, size, layer):
-    """At 32 px ResNet's last stage is 1x1: the stage before it is the last one with a map."""
+    """At 32 px ResNet's last stage is 1x1: the stage before it is the last one with a map. AlexNet's adaptive
+    `avgpool` (a fixed 6x6 grid whatever the input) only resamples `features`: not the target."""
     assert explain.find_target_layer(build_model(arch, 3).eval(), arch, (3, size, size)) == layer
 
 
