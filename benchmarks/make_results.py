@@ -137,6 +137,26 @@ def tune_section(doc: dict) -> list[str]:
     return out
 
 
+def explain_section(doc: dict) -> list[str]:
+    out = [
+        "## Explanations: explained (Grad-CAM) vs plain requests",
+        "",
+        f"- `benchmarks/explain_bench.py`: one random JPEG per request through the serving handler in-process, plain "
+        f"and explained alternating, {doc['repeats']} of each, {doc['threads']} torch threads; the first explained "
+        "request (which finds the target layer) apart; untrained weights (the cost does not depend on them)",
+        "",
+        "| arch | px | target layer | plain p50 ms | explained p50 ms | explained / plain | first explained ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in doc["cases"]:
+        out.append(
+            f"| {c['arch']} | {c['image_size']} | `{c['layer']}` | {_f(c['plain_ms_p50'], 1)} | "
+            f"{_f(c['explained_ms_p50'], 1)} | {_f(c['ratio'])}× | {_f(c['first_explained_ms'], 1)} |"
+        )
+    out.append("")
+    return out
+
+
 def verdicts(train: dict | None, serve: dict | None) -> list[str]:
     out = ["## Targets", ""]
     for name, doc in (("training", train), ("serving", serve)):
@@ -184,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return json.loads(p.read_text()) if p.exists() else None
 
     train, serve, gpu, tune = load("train.json"), load("serve.json"), load("train-gpu.json"), load("tune.json")
+    explained = load("explain.json")
     lines = [
         "# imgclf benchmark results",
         "",
@@ -201,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += train_section(gpu, f"Training on GPU ({gpu['environment'].get('device_name')})")
     if serve:
         lines += serve_section(serve)
+    if explained:
+        lines += explain_section(explained)
     notes = here / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]

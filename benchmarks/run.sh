@@ -2,7 +2,7 @@
 # One command: every benchmark, then benchmarks/RESULTS.md from the JSON they write (benchmarks/results/).
 #   bash benchmarks/run.sh            # training, tuning and serving: ~8 min on 2 quiet cores (+~2.5 min the
 #                                     # first time to generate the stand-in backbone weights)
-#   bash benchmarks/run.sh train      # only one of them: train | tune | serve | results
+#   bash benchmarks/run.sh train      # only one of them: train | tune | serve | explain | results
 # Loopback only; servers run one at a time and are stopped (process group) when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +18,8 @@ if [[ $what == all || $what == tune ]]; then
 fi
 if [[ $what == all || $what == serve ]]; then
   "$PY" benchmarks/serve_bench.py --out benchmarks/results/serve.json
+fi
+if [[ $what == all || $what == explain ]]; then
+  "$PY" benchmarks/explain_bench.py --repeats 8 --out benchmarks/results/explain.json
 fi
 "$PY" benchmarks/make_results.py

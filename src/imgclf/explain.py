@@ -10,7 +10,9 @@ into one weight per channel, weighted sum of the channels, ReLU.
 The target layer is found from the architecture, not named per family: a probe forward records every module's
 output in completion order, and the target is the last module whose output is a spatial feature map (4-D, more
 than 1x1) after which only global pooling (4-D 1x1) and flat (2-D) outputs follow. That is `layer4` for ResNets,
-`features` for EfficientNet / MobileNet / ConvNeXt / DenseNet, `permute` for Swin, `blocks` for MaxViT. At inputs
+`features` for EfficientNet / MobileNet / ConvNeXt / DenseNet / VGG / AlexNet, `permute` for Swin, `blocks` for
+MaxViT. Adaptive pooling to a fixed grid (VGG's and AlexNet's `avgpool`, 7x7 / 6x6 whatever the input) is never the
+target: it only resamples the last stage (at 64 px it blows VGG's 2x2 up to a 7x7 of copies). At inputs
 so small that the last stage is already 1x1 (ResNet at 32 px) it is the stage before, the last one with a map.
 Token models (ViT) have no such map: their probe sees 3-D token outputs after the last map, and they get a
 UserError that names the architecture (an HTTP 400 from the server).
@@ -52,15 +54,16 @@ class Explanation:
 def find_target_layer(model: nn.Module, arch: str, input_shape: tuple[int, int, int]) -> str:
     """Dotted name of the module Grad-CAM attributes to (see the module docstring); UserError when none."""
     events: list[tuple[str, tuple[int, ...]]] = []
+    resamplers = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
-    def record(name: str):
+    def record(name: str, module: nn.Module):
         def hook(_module, _inputs, output):
-            if isinstance(output, torch.Tensor):
+            if isinstance(output, torch.Tensor) and not isinstance(module, resamplers):
                 events.append((name, tuple(output.shape)))
 
         return hook
 
-    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
+    handles = [m.register_forward_hook(record(n, m)) for n, m in model.named_modules() if n]
     device = next(model.parameters()).device
     try:
         with torch.inference_mode():

@@ -1,5 +1,6 @@
 """`docker run imgclf-serve serve` with the model the train container wrote (model.tar.gz, unpacked as SageMaker
-does), on a published 127.0.0.1 port: /ping, real images, bad inputs, SIGTERM; a tampered artifact refused."""
+does), on a published 127.0.0.1 port: /ping, real images, bad inputs, SIGTERM; a tampered artifact refused; and
+Grad-CAM maps that light up a digit pasted into a corner (a model trained for seconds, support/corner_digits.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 
 import pytest
 from support import containers as sm
+from support import corner_digits as cd
 
 from imgclf.artifact import ModelMeta, save_artifact
 from imgclf.model import build_model
@@ -123,3 +125,14 @@ def test_a_tampered_artifact_stops_the_container_with_the_file_named(
     done = sm.serve_until_exit(model, images["serve"], timeout=120)
     assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
     assert message in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("arch", sorted(cd.RECIPES))
+def test_an_explained_request_lights_up_the_corner_that_holds_the_digit(images, tmp_path, arch):
+    """The issue's "done when", through the serve image: explain=gradcam as the Accept parameter (the form batch
+    transform sends); the hottest cell of each map lies in the digit's quadrant."""
+    model_dir = cd.save(cd.trained(arch, *cd.RECIPES[arch]), arch, tmp_path / "model")
+    accept = "application/json; explain=gradcam"
+    with sm.serve(model_dir, images["serve"]) as srv:
+        hits, missed = cd.explained_hits(lambda body: srv.invoke(body, "application/json", accept))
+    assert hits >= cd.MIN_HITS, f"{arch}: the hottest cell missed the digit {cd.PROBES - hits} times: {missed}"

@@ -4,6 +4,7 @@
 - `ports`: `free_port()`, the one copy (also the benchmarks' load generator's).
 - `training`: fast hyperparameters, a fake /opt/ml, sagemaker-training's real `train` on it.
 - `handler_calls`: MMS's real Context objects and image bytes, to call the serving handler in-process.
+- `corner_digits`: a digit pasted into a corner of a blank canvas, a CNN trained on it in seconds, Grad-CAM hits.
 - `served`: `imgclf serve` as a managed process, HTTP without exceptions.
 - `containers`: the images run the way SageMaker runs them (build, train on a fake /opt/ml, serve).
 - `localmode`: SageMaker SDK local mode against the images (fixtures registered by tests/localmode/conftest.py).

@@ -1,5 +1,6 @@
 """Explanations through real MMS (`imgclf serve`): a Grad-CAM heat map and overlay on request, nothing on a plain
-request, a 400 beyond MAX_EXPLAINED_IMAGES, a batch-transform JSON lines body and a multi-model endpoint model."""
+request, a 400 beyond MAX_EXPLAINED_IMAGES, a batch-transform JSON lines body, a multi-model endpoint model, and
+maps that light up a digit pasted into a corner (a real artifact of a model trained for seconds)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 
 import pytest
 from PIL import Image
+from support import corner_digits as cd
 from support.served import http
 
 from imgclf.explain import MAX_EXPLAINED_IMAGES
@@ -78,3 +80,16 @@ def test_a_multi_model_endpoint_model_is_explained(serve, trained_model, tmp_pat
     assert_explained(json.loads(body), 1)
     status, _, body = http("POST", f"{s.url}/models/digits/invoke", png, headers)
     assert status == 200 and "explanations" not in json.loads(body)
+
+
+@pytest.mark.parametrize("arch", sorted(cd.RECIPES))
+def test_the_hottest_cell_lies_on_a_digit_pasted_into_a_corner(serve, tmp_path, arch):
+    """The issue's "done when": through the real server and a real artifact (64 px, mean 0 / std 1, no resize), the
+    explained map of each canvas is hottest in the quadrant that holds the digit."""
+    steps, lr = cd.RECIPES[arch]
+    s = serve(cd.save(cd.trained(arch, steps, lr), arch, tmp_path / "model"))
+    s.wait_healthy()
+    hits, missed = cd.explained_hits(
+        lambda body: s.invoke(body, "application/json", accept="application/json", **EXPLAIN)[::2]
+    )
+    assert hits >= cd.MIN_HITS, f"{arch}: the hottest cell missed the digit {cd.PROBES - hits} times: {missed}"
