@@ -7,6 +7,9 @@
                            builder's keyword arguments, the pretrained weights' name, format version, and the
                            sha256 of model.pt and index_to_name.json (imgclf.checksums), verified before loading
 
+torch is imported only by the functions that need it (writing, building and loading the network): the metadata,
+class names and checksums are read without it, in the torch-free CPU serving image too.
+
 Nothing loaded runs code: model.pt is read weights-only, the JSON files are validated (types, sizes, the class
 count against the head) before use.
 
@@ -25,11 +28,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from imgclf import __version__, checksums
 from imgclf.artifact_files import (  # noqa: F401  (load_index, verify_files: the loader's API, defined torch-free)
@@ -42,7 +41,10 @@ from imgclf.artifact_files import (  # noqa: F401  (load_index, verify_files: th
     verify_files,
 )
 from imgclf.errors import UserError
-from imgclf.model import arch_kwargs, build_model
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,10 @@ class ModelMeta:
     def for_training(cls, arch: str, num_classes: int, image_size: int, pretrained_weights: str = "none") -> ModelMeta:
         """ImageNet convention (resize the short side to 256/224 of the crop, center-crop); with pretrained weights
         (torchvision's, or a local file of them) the weights' own resize ratio, mean/std and interpolation."""
+        import torchvision
+
+        from imgclf.model import arch_kwargs
+
         kwargs = tuple(sorted(arch_kwargs(arch, image_size, pretrained_weights).items()))
         if pretrained_weights.strip().lower() in ("", "none"):
             return cls(arch, num_classes, image_size, round(image_size * 256 / 224), model_kwargs=kwargs)
@@ -135,6 +141,8 @@ def writing_to(model_dir: str | Path) -> Iterator[Path]:
 
 def save_artifact(model: nn.Module, meta: ModelMeta, class_names: list[str], model_dir: str | Path) -> None:
     """Write the three files; the weights go last through a temp file so a full disk never leaves half a model."""
+    import torch
+
     module = model.module if hasattr(model, "module") else model  # unwrap DDP
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     with writing_to(model_dir) as out:
@@ -159,6 +167,10 @@ def load_meta(model_dir: str | Path) -> ModelMeta:
 
 def load_artifact(model_dir: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """The one loader: the model in eval mode on `device`, its preprocessing settings and class names."""
+    import torch
+
+    from imgclf.model import build_model
+
     model_dir = Path(model_dir)
     verify_files(model_dir)
     meta = load_meta(model_dir)

@@ -13,7 +13,9 @@ deleted and the reason logged (and recorded under "rejected"). The p50 latency o
 preprocessed tensor: the engine's own cost) is measured for eager and every candidate in interleaved rounds, so
 a busy machine slows them alike.
 
-The returned record (JSON-able) is what serving's `engines.choose_engine` reads:
+The record is written into imgclf.json (its "export" entry, atomically) and returned; serving reads it there
+(`engines.read_record`) for `engines.choose_engine`. A re-export replaces it; a retrained model.pt comes with a
+fresh imgclf.json without one, so engines exported from older weights are never chosen. The record:
     {"eager": {"accuracy", "p50_ms", "size_bytes"},
      "engines": {name: {"file", "sha256", "agreement", "accuracy", "p50_ms", "p95_ms", "size_bytes", ...}},
      "rejected": {name: reason}, "validation": {"images", "calibration_images", "threads"}}
@@ -21,6 +23,7 @@ The returned record (JSON-able) is what serving's `engines.choose_engine` reads:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -32,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from imgclf.errors import UserError
-from imgclf.serving.engines import INT8, ONNX, ONNX_INPUT, EagerEngine, OnnxEngine, sha256_file
+from imgclf.serving.engines import INT8, META_FILE, ONNX, ONNX_INPUT, RECORD_KEY, EagerEngine, OnnxEngine, sha256_file
 from imgclf.serving.preprocess import Preprocessing, Preprocessor
 from imgclf.system import cpu_count
 
@@ -49,25 +52,52 @@ OPSET = 18
 LATENCY_RUNS = 40
 
 Predict = Callable[[np.ndarray], np.ndarray]
+# Where images come from: an ImageFolder directory, or (samples, reader) as training holds them: (key, class index)
+# pairs and the function opening a key (None: keys are file paths), for any channel format.
+Source = str | Path | tuple[Sequence[tuple[str, int]], Callable[[str], Any] | None]
 
 
 # ---- images -----------------------------------------------------------------------------------------------------
 
 
 def load_images(
-    root: str | Path, classes: Sequence[str], preprocessor: Preprocessor, limit: int, channel: str
+    source: Source, classes: Sequence[str], preprocessor: Preprocessor, limit: int, channel: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `limit` images of an ImageFolder channel, spread evenly over it (so every class is represented),
-    preprocessed exactly as serving does without draft mode: (N, 3, S, S) float32 and (N,) labels."""
+    """Up to `limit` images of a channel, spread evenly over it (so every class is represented), preprocessed
+    exactly as serving does: (N, 3, S, S) float32 and (N,) labels. Unreadable images are skipped, as training
+    skips them."""
     from imgclf.channels import scan_image_folder
     from imgclf.images import open_rgb
 
-    samples = scan_image_folder(root, classes=list(classes), channel=channel).samples
+    if isinstance(source, str | Path):
+        samples, reader = scan_image_folder(source, classes=list(classes), channel=channel).samples, None
+    else:
+        samples, reader = source
+    reader = reader or open_rgb
     if len(samples) > limit:
         picks = np.linspace(0, len(samples) - 1, limit).round().astype(int)
         samples = [samples[i] for i in picks]
-    batch = preprocessor.batch([open_rgb(path) for path, _ in samples])
-    return batch, np.array([label for _, label in samples], dtype=np.int64)
+    opened, labels = [], []
+    for key, label in samples:
+        try:
+            opened.append(reader(key))
+        except (OSError, ValueError, SyntaxError, KeyError) as exc:
+            log.warning("Export: skipping %s: %s", key, exc)
+            continue
+        labels.append(label)
+    if not opened:
+        raise UserError(f"No readable {channel} image to validate the exported engines on.")
+    return preprocessor.batch(opened), np.array(labels, dtype=np.int64)
+
+
+def save_record(model_dir: Path, record: dict[str, Any]) -> None:
+    """The record into imgclf.json (its RECORD_KEY entry), through a temp file: a crash leaves the old file."""
+    path = model_dir / META_FILE
+    meta = json.loads(path.read_text())
+    meta[RECORD_KEY] = record
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, path)
 
 
 # ---- candidates -------------------------------------------------------------------------------------------------
@@ -190,15 +220,16 @@ def verdict(agreement: float, accuracy: float, eager_accuracy: float) -> str | N
 
 def export_engines(
     model_dir: str | Path,
-    valid_dir: str | Path,
-    calibration_dir: str | Path | None = None,
+    valid_dir: Source,
+    calibration_dir: Source | None = None,
     candidates: Sequence[str] = CANDIDATES,
     threads: int | None = None,
     max_valid: int = MAX_VALIDATION_IMAGES,
     calibration_images: int = CALIBRATION_IMAGES,
     latency_runs: int = LATENCY_RUNS,
 ) -> dict[str, Any]:
-    """Export, validate and time the candidates; keep the ones that pass. See the module docstring."""
+    """Export, validate and time the candidates; keep the ones that pass; record them in imgclf.json. See the
+    module docstring. `valid_dir` / `calibration_dir`: ImageFolder directories or (samples, reader)."""
     import torch
 
     from imgclf.artifact import WEIGHTS_FILE, load_artifact
@@ -293,6 +324,7 @@ def export_engines(
             "max_accuracy_drop": MAX_ACCURACY_DROP,
         },
     }
+    save_record(model_dir, record)
     for name, entry in kept.items():
         log.info(
             "Engine %s kept: agreement %.2f%%, accuracy %.4f, p50 %.2f ms (eager %.2f ms), %.1f MB",

@@ -180,6 +180,13 @@ SPEC: tuple[Param, ...] = (
     Param("debug-train-interval", int, 100, "smdebug: save losses every N training steps."),
     Param("debug-eval-interval", int, 10, "smdebug: save losses every N evaluation steps."),
     Param(
+        "export-engines",
+        bool,
+        True,
+        "After training, export ONNX and int8 inference engines next to model.pt, each kept only if it agrees with "
+        "eager on the validation images (imgclf export); the serve images pick the fastest. Off: model.pt only.",
+    ),
+    Param(
         "debug-collections",
         str,
         "losses",

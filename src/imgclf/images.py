@@ -15,12 +15,14 @@ Alpha is dropped (the colour under it is kept), for palette transparency as for 
 from __future__ import annotations
 
 import warnings
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from PIL import Image
-from torchvision import transforms as T
 
-from imgclf.artifact import ModelMeta
+if TYPE_CHECKING:  # torchvision only for the transforms: serving's decoders use `to_rgb` without torch
+    from torchvision import transforms as T
+
+    from imgclf.artifact import ModelMeta
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -48,11 +50,15 @@ def open_rgb(path: str | IO[bytes]) -> Image.Image:
 
 
 def _interpolation(meta: ModelMeta) -> T.InterpolationMode:
+    from torchvision import transforms as T
+
     return T.InterpolationMode(getattr(meta, "interpolation", "bilinear"))
 
 
 def eval_transform(meta: ModelMeta) -> T.Compose:
-    """Resize the short side, center-crop, normalise: validation, test and serving."""
+    """Resize the short side, center-crop, normalise: validation and test (serving: serving/preprocess.py, equal)."""
+    from torchvision import transforms as T
+
     return T.Compose(
         [
             T.Resize(meta.resize_size, interpolation=_interpolation(meta)),
@@ -65,6 +71,8 @@ def eval_transform(meta: ModelMeta) -> T.Compose:
 
 def train_transform(meta: ModelMeta, augment: bool) -> T.Compose:
     """The eval transform, or with `augment` a random crop and horizontal flip in place of the center crop."""
+    from torchvision import transforms as T
+
     if not augment:
         return eval_transform(meta)
     return T.Compose(

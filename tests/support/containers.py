@@ -8,6 +8,8 @@ support/localmode.py wrap them.
   the offline test base (`scripts/base_image.sh`) and the wheelhouse (`docker/wheelhouse.sh`), or reuses them
   when they are newer than every file that goes into them (IMGCLF_REBUILD=1 forces a build, IMGCLF_NO_BUILD=1
   takes them as they are).
+- `ensure_cpu_image()` does the same for the torch-free CPU serving image (Dockerfile.serve-cpu), on its own: the
+  tests that need it build it, the others do not wait for it.
 - `ensure_wheelhouse()` is that build's wheelhouse step on its own (the packaging test installs from it too).
 - `opt_ml()` lays out what SageMaker writes before `train`; `train()` / `start_train()` run `IMAGE train` on it.
 - `model_from_tarball()` is the hand-off: model/ -> model.tar.gz -> unpacked, as SageMaker does.
@@ -38,6 +40,7 @@ from support.ports import free_port
 
 TRAIN_IMAGE = os.environ.get("IMGCLF_TRAIN_IMAGE", "imgclf-train:latest")
 SERVE_IMAGE = os.environ.get("IMGCLF_SERVE_IMAGE", "imgclf-serve:latest")
+SERVE_CPU_IMAGE = os.environ.get("IMGCLF_SERVE_CPU_IMAGE", "imgclf-serve:cpu-latest")
 TEST_BASE = os.environ.get("IMGCLF_TEST_BASE", "imgclf-base:bookworm")
 TEST_LABEL = "imgclf.test=1"
 # This pytest process's containers also carry a run label, so its clean-up leaves a concurrent run's alone.
@@ -49,6 +52,7 @@ WHEELHOUSE_PYTHON = "3.11"
 # What goes into the images: newer than the image -> rebuild (BuildKit's cache makes an unchanged rebuild cheap,
 # but a pruned cache does not; this keeps CI from rebuilding 6 GB when nothing changed).
 IMAGE_INPUTS = ("Dockerfile.train", "Dockerfile.serve", "pyproject.toml", "README.md", "docker", "src")
+CPU_IMAGE_INPUTS = ("Dockerfile.serve-cpu", "pyproject.toml", "README.md", "docker", "src")
 
 
 def docker_cli() -> str:
@@ -82,9 +86,9 @@ def docker_problem() -> str | None:
     return None
 
 
-def _newest_input_mtime() -> float:
+def _newest_input_mtime(inputs: tuple[str, ...] = IMAGE_INPUTS) -> float:
     newest = 0.0
-    for name in IMAGE_INPUTS:
+    for name in inputs:
         path = REPO / name
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
         for f in files:
@@ -127,7 +131,28 @@ def ensure_images(log=print) -> dict[str, float]:
     timings["base_image"] = _run_step(["bash", "scripts/base_image.sh", TEST_BASE], log)
     timings.update(ensure_wheelhouse(log))
     build = ["bash", "scripts/build_push.sh", "--local", "--local-tag", train_tag[1], "--base-image", TEST_BASE]
-    timings["build"] = _run_step(build, log)
+    timings["build"] = _run_step([*build, "--only", "train,serve"], log)
+    return timings
+
+
+def ensure_cpu_image(log=print) -> dict[str, float]:
+    """The CPU serving image (imgclf-serve:cpu-TAG), built unless newer than its inputs (IMGCLF_NO_BUILD=1: as it
+    is; IMGCLF_REBUILD=1: always). Small (no torch): a cold build is a few minutes, a cached one seconds."""
+    created = image_created(SERVE_CPU_IMAGE)
+    if os.environ.get("IMGCLF_NO_BUILD") == "1":
+        if created is None:
+            raise RuntimeError(f"IMGCLF_NO_BUILD=1 but {SERVE_CPU_IMAGE} does not exist: run scripts/build_push.sh")
+        return {}
+    current = created is not None and created > _newest_input_mtime(CPU_IMAGE_INPUTS)
+    if current and os.environ.get("IMGCLF_REBUILD") != "1":
+        return {}
+    repo, tag = SERVE_CPU_IMAGE.rsplit(":", 1)
+    if repo != "imgclf-serve" or not tag.startswith("cpu-"):
+        raise RuntimeError(f"cannot build {SERVE_CPU_IMAGE}: build_push.sh tags the CPU image imgclf-serve:cpu-TAG")
+    timings = {"base_image": _run_step(["bash", "scripts/base_image.sh", TEST_BASE], log)}
+    timings.update(ensure_wheelhouse(log))
+    build = ["bash", "scripts/build_push.sh", "--local", "--local-tag", tag.removeprefix("cpu-")]
+    timings["build_cpu"] = _run_step([*build, "--base-image", TEST_BASE, "--only", "serve-cpu"], log)
     return timings
 
 

@@ -3,7 +3,8 @@
     engine = load_engine(model_dir, meta, record, requested="auto", device="cpu", threads=4)
     probs = engine.predict(batch)          # (N, 3, S, S) float32 -> (N, num_classes) float32 probabilities
 
-`record` is what `imgclf.export.export_engines` wrote (the "engines" entry of imgclf.json): for each engine kept,
+`record` is what `imgclf.export.export_engines` wrote into imgclf.json (its "export" entry, `read_record`): for
+each engine kept,
 its file, sha256 and the p50 latency measured on the validation images; an engine not in it was not validated and
 is never chosen. `auto` picks the fastest validated engine the installed runtimes can run; a requested engine that
 cannot be used (not validated, file missing or changed, runtime not installed) falls back to eager with a warning.
@@ -30,6 +31,8 @@ INT8 = "int8"
 ENGINE_NAMES = (EAGER, ONNX, INT8)
 REQUESTS = ("auto", *ENGINE_NAMES)
 ONNX_INPUT = "input"  # the exported graph's input name (imgclf.export)
+RECORD_KEY = "export"  # imgclf.json's entry holding the export record
+META_FILE = "imgclf.json"  # imgclf.artifact.META_FILE (named here: this module never imports the artifact code)
 
 
 class EngineUnavailable(RuntimeError):
@@ -144,6 +147,41 @@ class OnnxEngine:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return softmax(logits)
+
+
+def read_record(model_dir: str | Path) -> dict | None:
+    """The export record imgclf.json holds (None: the model was never exported, or imgclf.json is unreadable)."""
+    from imgclf import checksums
+
+    try:
+        meta = checksums.read_json(Path(model_dir) / META_FILE)
+    except Exception:  # noqa: BLE001 - the artifact loader reports a bad imgclf.json with its own message
+        return None
+    record = meta.get(RECORD_KEY) if isinstance(meta, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def check_servable(model_dir: str | Path, requested: str = "auto") -> None:
+    """Without torch (the CPU serving image) only an exported engine can serve: say so before the server starts,
+    rather than after its workers have failed to load. Raises UserError naming what is missing and what to do."""
+    from imgclf.errors import UserError
+
+    if runtime_installed(EAGER):
+        return
+    kept = validated(read_record(model_dir))
+    usable = [n for n, entry in kept.items() if (Path(model_dir) / str(entry.get("file", ""))).is_file()]
+    if requested == EAGER:
+        raise UserError(
+            "IMGCLF_ENGINE=eager needs PyTorch, which this image (the torch-free CPU flavour) does not have: use "
+            "auto, onnx or int8, or the imgclf-serve image (with torch) for the eager model."
+        )
+    if not usable or not runtime_installed(ONNX):
+        raise UserError(
+            f"{model_dir} has no exported inference engine (model.onnx / model.int8.onnx validated in imgclf.json), "
+            "and this image (the torch-free CPU flavour) cannot run model.pt. Train with export-engines on (the "
+            "default) or run `imgclf export --model-dir DIR --data DATA` on the model, or serve it with the "
+            "imgclf-serve image (with torch)."
+        )
 
 
 def validated(record: dict | None) -> dict[str, dict]:

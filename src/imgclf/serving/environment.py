@@ -44,6 +44,9 @@ Worker (`HandlerSettings`):
 
     SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT response type when the request has no Accept (default application/json)
     IMGCLF_TOP_K                         labels in a JSON answer (default 5)
+    IMGCLF_ENGINE                        auto | eager | onnx | int8: the inference engine (default auto: the
+                                         fastest the export validated, see serving/engines.py); one that cannot
+                                         run here falls back to eager with a warning
     IMGCLF_WORKERS                       workers sharing the CPUs, for the per-worker torch thread count; written
                                          by `imgclf serve`; unset (TorchServe): SAGEMAKER_MODEL_SERVER_WORKERS,
                                          else 1
@@ -69,6 +72,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from imgclf.serving.engines import REQUESTS as ENGINE_REQUESTS
 from imgclf.serving.limits import ENV as LIMITS_ENV
 from imgclf.serving.limits import RequestLimits
 from imgclf.system import cpu_count, gpu_count, memory_mb  # noqa: F401 (gpu_count re-exported for tests)
@@ -184,6 +188,14 @@ def _limits_to_env(limits: RequestLimits) -> dict[str, str]:
     return out
 
 
+def engine_from_env(environ: Mapping[str, str]) -> str:
+    """IMGCLF_ENGINE, checked: a typo fails `imgclf serve` at once instead of silently serving eager."""
+    raw = environ.get("IMGCLF_ENGINE", "").strip().lower() or "auto"
+    if raw not in ENGINE_REQUESTS:
+        raise ValueError(f"IMGCLF_ENGINE={raw!r} must be one of {', '.join(ENGINE_REQUESTS)}")
+    return raw
+
+
 def _lenient_workers(environ: Mapping[str, str]) -> int:
     """IMGCLF_WORKERS, else SAGEMAKER_MODEL_SERVER_WORKERS, else 1; a worker never dies over this count."""
     try:
@@ -202,6 +214,7 @@ class HandlerSettings:
     limits: RequestLimits = field(default_factory=RequestLimits)
     workers: int = 1
     metrics: RequestMetricsSettings = field(default_factory=lambda: request_metrics_settings({}))
+    engine: str = "auto"  # IMGCLF_ENGINE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HandlerSettings:
@@ -212,6 +225,7 @@ class HandlerSettings:
             limits=request_limits_from_env(environ=environ),
             workers=_lenient_workers(environ),
             metrics=request_metrics_settings(environ),
+            engine=engine_from_env(environ),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -225,6 +239,7 @@ class HandlerSettings:
             "IMGCLF_REQUEST_METRICS_TO": self.metrics.destination,
             "IMGCLF_ENDPOINT_NAME": self.metrics.endpoint_name,
             "IMGCLF_ENDPOINT_VARIANT": self.metrics.variant,
+            "IMGCLF_ENGINE": self.engine,
         }
 
 

@@ -17,21 +17,34 @@ The JSON answer (application/json, top-k output only) gains one list per image, 
 
 Refused with 400 before any work: an unknown method, `class` without `explain`, a class the model does not have,
 another Accept type or `output=probabilities` (nowhere to put the fields), more than MAX_EXPLAINED_IMAGES images,
-an architecture without a convolutional feature map (ViT). Plain requests never build the explainer.
+an architecture without a convolutional feature map (ViT), and any explanation asked of a server without PyTorch
+(the torch-free CPU image: Grad-CAM needs the network's gradients, which an ONNX graph does not give). Plain
+requests never build the explainer, and this module imports torch only when one is built.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from imgclf.explain import MAX_EXPLAINED_IMAGES, GradCam
 from imgclf.serving import encoders, errors
+from imgclf.serving.engines import EAGER, runtime_installed
+
+if TYPE_CHECKING:
+    import torch
+
+    from imgclf.explain import GradCam
 
 METHODS = ("gradcam",)
+NO_TORCH = (
+    "explain={method} needs PyTorch (Grad-CAM uses the network's gradients), and this endpoint runs the torch-free "
+    "CPU serving image (imgclf-serve:cpu-*, ONNX Runtime). Explanations are served by the imgclf-serve image with "
+    "torch (the CUDA flavour, which runs on CPU instances too); ask this endpoint without explain."
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,10 @@ def requested(
         return None
     if method not in METHODS:
         raise errors.bad_request(f"explain={method!r}: supported methods: {', '.join(METHODS)}.")
+    if not runtime_installed(EAGER):
+        raise errors.bad_request(NO_TORCH.format(method=method))
+    from imgclf.explain import MAX_EXPLAINED_IMAGES
+
     if fmt.content_type != encoders.JSON or fmt.output != "top_k":
         raise errors.bad_request(
             f"explain={method} answers application/json with top-k predictions; this request asked for "
@@ -91,15 +108,31 @@ def requested(
 
 
 class Explainer:
-    """Grad-CAM for a loaded model, built on the first explained request (plain serving never pays for it)."""
+    """Grad-CAM for a loaded model, built on the first explained request (plain serving never pays for it).
 
-    def __init__(self, model: torch.nn.Module, arch: str, input_shape: tuple[int, int, int], mean, std) -> None:
+    `model` is the eager torch model, or None with `load_model` giving it on first use (a server running an ONNX
+    engine loads model.pt only when an explanation is asked for)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None,
+        arch: str,
+        input_shape: tuple[int, int, int],
+        mean,
+        std,
+        load_model: Callable[[], Any] | None = None,
+    ) -> None:
         self.model, self.arch, self.input_shape, self.mean, self.std = model, arch, input_shape, mean, std
+        self.load_model = load_model
         self._cam: GradCam | None = None
 
     @property
     def cam(self) -> GradCam:
         if self._cam is None:
+            from imgclf.explain import GradCam
+
+            if self.model is None and self.load_model is not None:
+                self.model = self.load_model()
             self._cam = GradCam(self.model, self.arch, self.input_shape)  # UserError (400) for ViT & co
         return self._cam
 
@@ -109,9 +142,16 @@ class Explainer:
         _ = self.cam
 
     def explain(
-        self, inputs: torch.Tensor, probs: np.ndarray, request: ExplainRequest, index_to_name: dict[int, str]
+        self,
+        inputs: torch.Tensor | np.ndarray,
+        probs: np.ndarray,
+        request: ExplainRequest,
+        index_to_name: dict[int, str],
     ) -> list[list[dict]]:
         """Per image: the top-1 class's explanation, then the named class's when it differs."""
+        import torch
+
+        inputs = torch.as_tensor(inputs)
         rows, targets = [], []
         for i, top1 in enumerate(np.asarray(probs).argmax(axis=1).tolist()):
             for target in dict.fromkeys([top1, request.class_index]):
@@ -136,7 +176,7 @@ class Explainer:
     def add_to(
         self,
         body: bytes,
-        inputs: torch.Tensor,
+        inputs: torch.Tensor | np.ndarray,
         probs: np.ndarray,
         request: ExplainRequest,
         index_to_name: dict[int, str],

@@ -1,14 +1,19 @@
 """ImageClassifierHandler: the TorchServe image_classifier shape, runnable under MMS and TorchServe.
 
-    initialize(context)   load the artifact from context.system_properties["model_dir"] onto cpu or cuda:<gpu_id>,
-                          build the eval transform from its metadata, warm up with one forward pass
-    preprocess(requests)  decode every request (per-request errors kept aside), transform, one batch tensor
-    inference(batch)      one no_grad forward pass over every image of every request -> probabilities
+    initialize(context)   read the artifact in context.system_properties["model_dir"], load the engine
+                          IMGCLF_ENGINE chooses (serving/engines.py: eager PyTorch, or an exported ONNX / int8 graph
+                          on ONNX Runtime) on cpu or cuda:<gpu_id>, warm up with one whole request
+    preprocess(requests)  decode every request (per-request errors kept aside), resize/crop/normalise in numpy
+                          (serving/preprocess.py: equal to torchvision's eval transform), one (N, 3, S, S) batch
+    inference(batch)      the engine's forward pass over every image of every request -> probabilities
     postprocess(...)      encode each request's slice in the format its Accept asked for
 
 `handle(data, context)` runs the four steps for one MMS/TorchServe batch (a list of requests) and answers each
 request on its own: a bad request gets its 4xx status and message, the others in the batch are still answered,
 and the worker lives on.
+
+torch is imported only by the eager engine and by explanations: with an ONNX engine the worker runs without it
+(the CPU serving image, Dockerfile.serve-cpu, has none).
 """
 
 from __future__ import annotations
@@ -18,16 +23,16 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from imgclf.artifact import load_artifact
-from imgclf.images import eval_transform
-from imgclf.serving import decoders, encoders, errors, explanations
+from imgclf.artifact import load_index, load_meta, verify_files
+from imgclf.serving import decoders, encoders, engines, errors, explanations
 from imgclf.serving.environment import HandlerSettings, torch_threads
+from imgclf.serving.preprocess import Preprocessing, Preprocessor
 from imgclf.serving.request_metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
@@ -38,13 +43,23 @@ MAX_FORWARD_BATCH = 64  # images per forward pass; bounds activation memory for 
 
 @dataclass
 class Batch:
-    """Preprocessed images of one MMS batch: `tensor` rows [start, end) belong to request i."""
+    """Preprocessed images of one MMS batch: `tensor` rows [start, end) (float32 NCHW) belong to request i."""
 
-    tensor: torch.Tensor | None
+    tensor: np.ndarray | None
     slices: dict[int, tuple[int, int]] = field(default_factory=dict)
     formats: dict[int, encoders.ResponseFormat] = field(default_factory=dict)
     failures: dict[int, BaseException] = field(default_factory=dict)
     explain: dict[int, explanations.ExplainRequest] = field(default_factory=dict)  # explanations (issue 14)
+
+
+def _device(gpu_id: Any) -> str:
+    """cuda:<gpu_id> when MMS gave this worker a GPU and torch sees one, else cpu (always cpu without torch: the
+    CPU image's ONNX Runtime has no CUDA provider)."""
+    if gpu_id is None or int(gpu_id) < 0 or not engines.runtime_installed(engines.EAGER):
+        return "cpu"
+    import torch
+
+    return f"cuda:{int(gpu_id)}" if torch.cuda.is_available() else "cpu"
 
 
 def _headers(context: Any, idx: int) -> dict[str, str]:
@@ -72,8 +87,8 @@ class ImageClassifierHandler:
 
     def __init__(self, settings: HandlerSettings) -> None:
         self.initialized = False
-        self.model: torch.nn.Module | None = None
-        self.device = torch.device("cpu")
+        self.engine: engines.Engine | None = None
+        self.device = "cpu"
         self.settings = settings
         self.request_metrics = RequestMetrics(settings.metrics)  # one EMF line per batch (off: none)
 
@@ -83,31 +98,44 @@ class ImageClassifierHandler:
         props = context.system_properties
         model_dir = props.get("model_dir")
         gpu_id = props.get("gpu_id")
-        if torch.cuda.is_available() and gpu_id is not None and int(gpu_id) >= 0:
-            self.device = torch.device(f"cuda:{int(gpu_id)}")
-        else:
-            workers = int(props.get("imgclf_workers") or 0) or self.settings.workers
-            torch.set_num_threads(torch_threads(workers))
+        self.device = _device(gpu_id)
+        workers = int(props.get("imgclf_workers") or 0) or self.settings.workers
+        threads = None if self.device.startswith("cuda") else torch_threads(workers)
         started = time.monotonic()
-        artifact = load_artifact(model_dir, self.device)
-        self.model, self.meta, self.index_to_name = artifact.model, artifact.meta, artifact.index_to_name
-        self.transform = eval_transform(self.meta)
+        verify_files(model_dir)
+        self.meta = load_meta(model_dir)
+        self.index_to_name = load_index(Path(model_dir), self.meta.num_classes)
+        record = engines.read_record(model_dir)
+        self.engine = engines.load_engine(model_dir, record, self.settings.engine, self.device, threads)
+        self.preprocessor = Preprocessor(Preprocessing.from_meta(self.meta), draft=False)
         self.limits = replace(self.settings.limits, resize_short_side=self.meta.resize_size)  # the request budget
-        # Explanations (issue 14): built on the first explained request, so plain serving pays nothing.
+        # Explanations (issue 14): built on the first explained request, so plain serving pays nothing; with an
+        # ONNX engine the eager model is loaded then (where torch is installed).
         self.explainer = explanations.Explainer(
-            self.model, self.meta.arch, self.meta.input_shape, self.meta.mean, self.meta.std
+            self.model,
+            self.meta.arch,
+            self.meta.input_shape,
+            self.meta.mean,
+            self.meta.std,
+            load_model=lambda: engines.EagerEngine.load(model_dir, self.device).model,
         )
         self._warm_up()
         self.initialized = True
         log.info(
-            "Loaded %s (%d classes, %d px) from %s on %s in %.2f s",
+            "Loaded %s (%d classes, %d px) from %s: engine %s on %s in %.2f s",
             self.meta.arch,
             self.meta.num_classes,
             self.meta.image_size,
             model_dir,
-            self.device,
+            self.engine.name,
+            self.engine.device,
             time.monotonic() - started,
         )
+
+    @property
+    def model(self) -> Any:
+        """The eager torch model when the engine is eager (None otherwise)."""
+        return getattr(self.engine, "model", None)
 
     def _warm_up(self) -> None:
         """One whole request (PNG decode, transform, forward, encode) before the worker reports READY: proves
@@ -115,12 +143,12 @@ class ImageClassifierHandler:
         buf = io.BytesIO()
         Image.new("RGB", (self.meta.resize_size, self.meta.resize_size), (128, 128, 128)).save(buf, "PNG")
         inputs = decoders.decode(buf.getvalue(), "image/png", self.limits)
-        probs = self.inference(torch.stack([self._to_tensor(x) for x in inputs]))
+        probs = self.inference(np.stack([self._to_array(x) for x in inputs]))
         fmt = encoders.negotiate(None, None, self.settings.default_accept, self.settings.top_k)
-        encoders.encode(probs.numpy(), fmt, self.index_to_name)
+        encoders.encode(probs, fmt, self.index_to_name)
 
     def preprocess(self, data: list[dict], context: Any) -> Batch:
-        tensors: list[torch.Tensor] = []
+        tensors: list[np.ndarray] = []
         batch = Batch(tensor=None)
         for idx, request in enumerate(data):
             try:
@@ -138,7 +166,7 @@ class ImageClassifierHandler:
                 if body is None:
                     body = request.get("data")
                 inputs = decoders.decode(body, content_type, self.limits)
-                rows = [self._to_tensor(x) for x in inputs]
+                rows = [self._to_array(x) for x in inputs]
                 # Explanations (issue 14): what the request asks for, refused with 400 before any work.
                 wanted = explanations.requested(
                     headers.get("accept"), headers.get(CUSTOM_ATTRIBUTES), batch.formats[idx], len(rows),
@@ -153,10 +181,10 @@ class ImageClassifierHandler:
             batch.slices[idx] = (len(tensors), len(tensors) + len(rows))
             tensors.extend(rows)
         if tensors:
-            batch.tensor = torch.stack(tensors)
+            batch.tensor = np.stack(tensors)
         return batch
 
-    def _to_tensor(self, x: decoders.Input) -> torch.Tensor:
+    def _to_array(self, x: decoders.Input) -> np.ndarray:
         if isinstance(x, np.ndarray):
             size = self.meta.image_size
             if x.shape != (3, size, size):
@@ -164,22 +192,18 @@ class ImageClassifierHandler:
                     f"A float .npy tensor must be (3, {size}, {size}) for this model (already resized and "
                     f"normalised); got {tuple(x.shape)}. Send uint8 images to have the server preprocess them."
                 )
-            return torch.from_numpy(x)
-        return self.transform(x)
+            return np.asarray(x, dtype=np.float32)
+        return self.preprocessor(x)
 
-    def inference(self, tensor: torch.Tensor) -> torch.Tensor:
+    def inference(self, batch: np.ndarray) -> np.ndarray:
         """One forward pass per MAX_FORWARD_BATCH images (one pass for any ordinary batch) -> probabilities."""
-        outputs = []
-        with torch.inference_mode():
-            for chunk in torch.split(tensor, MAX_FORWARD_BATCH):
-                logits = self.model(chunk.to(self.device, non_blocking=True))
-                outputs.append(torch.softmax(logits.float(), dim=1).cpu())
-        return torch.cat(outputs)
+        chunks = range(0, len(batch), MAX_FORWARD_BATCH)
+        return np.concatenate([self.engine.predict(batch[i : i + MAX_FORWARD_BATCH]) for i in chunks])
 
-    def postprocess(self, probs: torch.Tensor, batch: Batch, n_requests: int) -> list[tuple[int, str, bytes]]:
+    def postprocess(self, probs: np.ndarray | None, batch: Batch, n_requests: int) -> list[tuple[int, str, bytes]]:
         """[(status, content type or reason, body)] per request, in request order."""
         answers = []
-        array = probs.numpy() if probs is not None else None
+        array = probs
         for idx in range(n_requests):
             if idx in batch.failures:
                 status, phrase, message = errors.http_error(batch.failures[idx])

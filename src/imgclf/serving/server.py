@@ -41,6 +41,7 @@ from pathlib import Path
 
 from imgclf import artifact_files
 from imgclf.errors import UserError
+from imgclf.serving import engines
 from imgclf.serving.environment import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,7 @@ def serve(settings: ServerSettings) -> int:
     model_dir = settings.model_dir
     if not settings.multi_model:
         check_artifact(model_dir)
+        engines.check_servable(model_dir, settings.handler.engine)  # the torch-free image needs an exported engine
     elif not os.path.isdir(model_dir):
         raise UserError(f"Multi-model store {model_dir} is not a directory.")
     if not 0 < settings.port < MAX_MMS_PORT:

@@ -1,9 +1,11 @@
 """The end of a run: the best epoch's weights back in the model, the test split evaluated, the per-class reports
-and the artifact written (the artifact last: a model.pt means the run finished)."""
+and the artifact written (the artifact last: a model.pt means the run finished), then the inference engines
+exported beside it (hyperparameter export-engines)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from torch.utils.data import DataLoader
@@ -53,3 +55,28 @@ def _write_model_dir(run: Run, reports: dict[str, Any]) -> None:
             evaluation.write(model_dir, reports, run.sets.classes)
     save_artifact(run.model, run.meta, run.sets.classes, model_dir)  # last: model.pt means done
     log.info("Model written to %s", model_dir)
+    if run.hp.export_engines:
+        export_engines(run)
+
+
+def export_engines(run: Run) -> None:
+    """ONNX / int8 engines beside model.pt (imgclf.export), validated on this run's validation split and
+    calibrated on its training images, whatever their channel format. Never fails the run: the eager model is
+    written already and serves as it is; a failure is a warning with its reason."""
+    started = time.monotonic()
+    readers = run.sets.readers or {}
+    try:
+        from imgclf.export import export_engines as export
+
+        record = export(
+            run.cfg.model_dir, (run.sets.valid, readers.get("valid")), (run.sets.train, readers.get("train"))
+        )
+    except Exception as exc:  # noqa: BLE001 - ImportError (no imgclf[export]) included: model.pt still serves
+        log.warning("Inference engines not exported (%s: %s); model.pt serves as it is", type(exc).__name__, exc)
+        return
+    log.info(
+        "Inference engines exported in %.1f s: kept %s%s",
+        time.monotonic() - started,
+        ", ".join(record["engines"]) or "none",
+        "".join(f"; {name} rejected: {why}" for name, why in record["rejected"].items()),
+    )

@@ -20,7 +20,7 @@ from imgclf.training.early_stopping import BestSoFar
 from imgclf.training.setup import Run
 
 # Settings that change how a run is watched or fed, not what it computes.
-NOT_IN_IDENTITY = ("num-workers", "debug-train-interval", "debug-eval-interval", "debug-collections")
+NOT_IN_IDENTITY = ("num-workers", "export-engines", "debug-train-interval", "debug-eval-interval", "debug-collections")
 
 
 def data_fingerprint(run: Run) -> str:

@@ -94,3 +94,15 @@ def test_the_jar_is_package_data_unless_imgclf_mms_jar_names_another(tmp_path):
     other.write_bytes(b"PK")
     assert environment.find_mms_jar({"IMGCLF_MMS_JAR": str(other)}) == other
     assert ServerSettings.from_env(environ={"IMGCLF_MMS_JAR": str(other)}, workers=1).mms_jar == other
+
+
+@pytest.mark.parametrize(("raw", "engine"), [(None, "auto"), ("", "auto"), ("ONNX", "onnx"), (" int8 ", "int8")])
+def test_imgclf_engine_is_read_normalised_and_passed_to_the_workers(raw, engine):
+    settings = HandlerSettings.from_env({} if raw is None else {"IMGCLF_ENGINE": raw})
+    assert settings.engine == engine
+    assert HandlerSettings.from_env(settings.to_env()).engine == engine
+
+
+def test_an_unknown_imgclf_engine_fails_imgclf_serve_naming_the_choices():
+    with pytest.raises(ValueError, match="IMGCLF_ENGINE='tensorrt' must be one of auto, eager, onnx, int8"):
+        ServerSettings.from_env("/tmp/model", environ={"IMGCLF_ENGINE": "tensorrt"})

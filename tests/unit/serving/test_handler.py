@@ -48,7 +48,9 @@ def test_handler_answers_like_the_model_in_process(handler):
     served = np.load(io.BytesIO(body))
     from PIL import Image
 
-    x = handler.transform(Image.open(io.BytesIO(img)).convert("RGB"))[None]
+    from imgclf.images import eval_transform  # torchvision's transform: the reference the handler must equal
+
+    x = eval_transform(handler.meta)(Image.open(io.BytesIO(img)).convert("RGB"))[None]
     with torch.no_grad():
         expected = torch.softmax(handler.model(x), 1).numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)

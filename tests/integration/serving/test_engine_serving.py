@@ -1,0 +1,64 @@
+"""Train -> export -> serve -> predict: a model trained with export-engines on carries validated ONNX engines in
+imgclf.json, and `imgclf serve` with IMGCLF_ENGINE=onnx answers the same top-1 as the eager server on real JPEGs."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+from support.training import FAST_HYPERPARAMETERS
+
+pytestmark = pytest.mark.integration
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def exported_model(sample_data, tmp_path_factory):
+    """The real trainer with the engine export on (its default; the shared test settings turn it off)."""
+    from imgclf.hyperparameters import Hyperparameters
+    from imgclf.training import RunConfig, fit
+
+    out = tmp_path_factory.mktemp("exported") / "model"
+    hp = Hyperparameters.from_mapping({**FAST_HYPERPARAMETERS, "export-engines": "true"})
+    fit(hp, RunConfig(train_dir=sample_data / "train", model_dir=out, valid_dir=sample_data / "valid"))
+    return out
+
+
+def _jpegs(sample_data, per_class: int = 3) -> list[bytes]:
+    out = []
+    for class_dir in sorted((sample_data / "test").iterdir()):
+        for path in sorted(class_dir.iterdir())[:per_class]:
+            buf = io.BytesIO()
+            Image.open(path).convert("RGB").save(buf, "JPEG", quality=90)
+            out.append(buf.getvalue())
+    return out
+
+
+def _top1(server, jpegs: list[bytes]) -> list[str]:
+    labels = []
+    for body in jpegs:
+        status, _, payload = server.invoke(body, "image/jpeg")
+        assert status == 200, payload[:500]
+        labels.append(json.loads(payload)["predictions"][0][0]["label"])
+    return labels
+
+
+def test_training_exports_validated_engines_into_the_model_dir(exported_model):
+    record = json.loads((exported_model / "imgclf.json").read_text())["export"]
+    assert "onnx" in record["engines"], record["rejected"]
+    for entry in record["engines"].values():
+        assert (exported_model / entry["file"]).is_file() and entry["agreement"] >= 0.995
+
+
+def test_the_onnx_engine_serves_the_same_top1_as_eager(exported_model, sample_data, serve):
+    jpegs = _jpegs(sample_data)
+    onnx_server = serve(exported_model, env={"IMGCLF_ENGINE": "onnx"})
+    eager_server = serve(exported_model, env={"IMGCLF_ENGINE": "eager"})
+    onnx_server.wait_healthy()
+    eager_server.wait_healthy()
+    assert "engine onnx" in onnx_server.output() and "engine eager" in eager_server.output()
+    assert _top1(onnx_server, jpegs) == _top1(eager_server, jpegs)
