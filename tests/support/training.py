@@ -39,8 +39,11 @@ def fast_flags(**overrides: str) -> list[str]:
     return flags
 
 
-# What each rank logs per epoch under DDP (imgclf.training.loaders.log_epoch_share).
-SHARE_LINE = re.compile(r"epoch (\d+): host (\S+) rank \d+ draws (\d+) train sample\(s\), digest ([0-9a-f]{16})")
+# What each rank logs per epoch under DDP (imgclf.training.loaders.log_epoch_share); local mode's host names carry
+# a suffix (algo-1-bqo1j).
+SHARE_LINE = re.compile(
+    r"epoch (\d+): host (algo-\d+)\S* rank \d+ draws (\d+) train sample\(s\), digest ([0-9a-f]{16})"
+)
 
 
 def drawn_shares(logs: str) -> dict[tuple[int, str], tuple[int, int]]:
