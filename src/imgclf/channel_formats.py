@@ -50,6 +50,9 @@ class FormatOptions:
     id_column: str = "id"
     label_column: str = "label"
     path_column: str = "path"
+    # Decode every image before training (File mode); off for FastFile, where that would fetch the whole dataset
+    # once before the first step: bad images are then skipped when first read (loaders.ImageDataset).
+    check_images: bool = True
 
     @classmethod
     def from_hyperparameters(cls, hp: Any) -> FormatOptions:
@@ -291,6 +294,9 @@ def _hdf5_channel(
             if key not in h5:
                 skipped["missing image"] += 1
                 continue
+            if not options.check_images:
+                good.append((key, label))
+                continue
             try:
                 decode_value(h5[key][()])
             except _DECODE_ERRORS:
@@ -342,7 +348,7 @@ def _manifest_channel(
         path = _resolve(root, key)
         if isinstance(path, str):
             skipped[path] += 1
-        elif not channels.readable(str(path)):
+        elif options.check_images and not channels.readable(str(path)):
             skipped["undecodable image"] += 1
         else:
             good.append((str(path), label))
@@ -370,7 +376,7 @@ def load_channel(
         return _hdf5_channel(root, options, classes, channel, sample, seed)
     if fmt == "manifest":
         return _manifest_channel(root, options, classes, channel, sample, seed)
-    ch = channels.scan_image_folder(root, classes, channel=channel)
+    ch = channels.scan_image_folder(root, classes, channel=channel, check_images=options.check_images)
     if sample > 0:
         ch.samples = channels.stratified_sample(ch.samples, sample, seed)
     return ch

@@ -51,11 +51,15 @@ class Channel:
     format: str = "imagefolder"
 
 
-def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None, channel: str = "train") -> Channel:
+def scan_image_folder(
+    root: str | Path, classes: Sequence[str] | None = None, channel: str = "train", check_images: bool = True
+) -> Channel:
     """ImageFolder layout: root/<class>/<image>. Unreadable files are skipped, counted and logged.
 
     `classes` fixes the class list (valid/test must use train's); a class there with no folder is fine,
-    a folder not in it is an error.
+    a folder not in it is an error. One listing of the root and one walk of each class folder, no stat per file
+    (os.walk's entries carry the file type); `check_images=False` (FastFile: every open is a fetch from S3) does
+    not open the images now: a bad one is skipped when the loader first reads it.
     """
     root = Path(root)
     if not root.is_dir():
@@ -81,7 +85,7 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None, ch
                 path = os.path.join(dirpath, fname)
                 if fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_EXTENSIONS:
                     continue
-                if readable(path):
+                if not check_images or readable(path):
                     samples.append((path, index[name]))
                     found += 1
                 else:

@@ -41,6 +41,18 @@ def fast_flags(**overrides: str) -> list[str]:
     return flags
 
 
+# What each rank logs per epoch under DDP (imgclf.training.loaders.log_epoch_share); local mode's host names carry
+# a suffix (algo-1-bqo1j).
+SHARE_LINE = re.compile(
+    r"epoch (\d+): host (algo-\d+)\S* rank \d+ draws (\d+) train sample\(s\), digest ([0-9a-f]{16})"
+)
+
+
+def drawn_shares(logs: str) -> dict[tuple[int, str], tuple[int, int]]:
+    """(epoch, host) -> (train samples drawn, their `sample_set_digest` as an int), from training logs."""
+    return {(int(e), h): (int(n), int(d, 16)) for e, h, n, d in SHARE_LINE.findall(logs)}
+
+
 def read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
     """Lines of proc.stdout up to the first matching `pattern`; kills proc and fails if not seen in time."""
     seen, deadline = [], time.monotonic() + timeout
@@ -61,14 +73,17 @@ def make_opt_ml(
     hyperparameters: dict[str, str],
     hosts: list[str] | None = None,
     current_host: str = "algo-1",
+    input_config: dict[str, dict[str, str]] | None = None,
 ) -> Path:
-    """Lay out what SageMaker writes before `train`: config JSONs (string values) and channel folders."""
+    """Lay out what SageMaker writes before `train`: config JSONs (string values) and channel folders.
+    `input_config`: inputdataconfig.json entries per channel (TrainingInputMode, S3DistributionType) over File."""
     hosts = hosts or [current_host]
     config = base / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     (config / "resourceconfig.json").write_text(json.dumps({"current_host": current_host, "hosts": hosts}))
-    (config / "inputdataconfig.json").write_text(json.dumps({name: {"TrainingInputMode": "File"} for name in channels}))
+    inputs = {name: {"TrainingInputMode": "File", **(input_config or {}).get(name, {})} for name in channels}
+    (config / "inputdataconfig.json").write_text(json.dumps(inputs))
     for name, src in channels.items():
         shutil.copytree(src, base / "input" / "data" / name)
     (base / "output").mkdir(exist_ok=True)

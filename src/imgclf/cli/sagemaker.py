@@ -72,12 +72,31 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
     hp_spec.add_arguments(parser)
 
 
+def _input_args(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("input mode and hosts (README: Input modes and several hosts)")
+    data.add_argument(
+        "--input-mode",
+        default="File",
+        choices=jobs.INPUT_MODES,
+        help="File: copy channels to the instance before training (default); FastFile: stream files from S3 as "
+        "they are read (datasets larger than the disk); Pipe: refused, no channel format reads from a pipe.",
+    )
+    data.add_argument(
+        "--distribution",
+        default="replicated",
+        choices=tuple(jobs.DISTRIBUTIONS),
+        help="replicated: every host gets the whole train channel and the trainer splits it by rank (default); "
+        "sharded: SageMaker gives each host 1/N of the train objects (ShardedByS3Key; needs a valid channel).",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     train = sub.add_parser("train", help="Training job (Estimator; ModelTrainer with SDK v3).")
     _common(train, training=True)
     _training_args(train)
+    _input_args(train)
 
     tune = sub.add_parser("tune", help="Hyperparameter tuning job over the spec's ranges.")
     _common(tune, training=True)
@@ -150,13 +169,18 @@ def _run_train(args: argparse.Namespace, target: Target) -> int:
             instance_type=args.instance_type,
             instance_count=args.instance_count,
             max_run=args.max_run,
+            input_mode=args.input_mode,
+            distribution=args.distribution,
         )
         trainer.train(wait=args.wait)
         return 0
     sess = sdk_v2.session(target)
     job_name = jobs.unique_job_name()  # also the default checkpoint prefix of a --spot job
     est = _estimator(args, target, sess, job_name=job_name)
-    est.fit(sdk_v2.channel_inputs(_channels(args), target, sess), job_name=job_name, wait=args.wait)
+    inputs = sdk_v2.channel_inputs(
+        _channels(args), target, sess, input_mode=args.input_mode, distribution=args.distribution
+    )
+    est.fit(inputs, job_name=job_name, wait=args.wait)
     if args.wait:
         print(f"model: {est.model_data}", flush=True)
     else:

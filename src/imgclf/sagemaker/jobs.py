@@ -110,3 +110,44 @@ def channels(
         if not is_remote(value) and not value.startswith("file://") and not Path(value).is_dir():
             raise UserError(f"Channel {name}: {value} is not a directory.")
     return out
+
+
+# ---- input modes and distribution across hosts -------------------------------------------------------------------
+
+INPUT_MODES = ("File", "FastFile", "Pipe")
+DISTRIBUTIONS = {"replicated": "FullyReplicated", "sharded": "ShardedByS3Key"}
+
+
+def channel_distributions(
+    chans: Mapping[str, str], *, input_mode: str, distribution: str, local: bool
+) -> dict[str, str]:
+    """Channel -> S3DataDistributionType; refuses what the trainer or local mode cannot do, before any call.
+
+    Pipe is refused: SageMaker streams a channel through a FIFO, and none of the formats the trainer reads
+    (ImageFolder, one HDF5 file, a manifest of image files) can be read from one. FastFile streams the same files
+    lazily and needs no change to the data. `sharded` splits only the train channel across hosts (ShardedByS3Key);
+    valid and test stay whole on every host so that every rank evaluates the same split and agrees.
+    """
+    if input_mode not in INPUT_MODES:
+        raise UserError(f"--input-mode must be one of {', '.join(INPUT_MODES)}; got {input_mode!r}.")
+    if input_mode == "Pipe":
+        raise UserError(
+            "--input-mode Pipe is not supported: the trainer reads ImageFolder, HDF5 and manifest channels, none "
+            "of which can be read from a pipe. Use --input-mode FastFile, which streams the files from S3 "
+            "on first read and needs no local copy of the dataset."
+        )
+    if distribution not in DISTRIBUTIONS:
+        raise UserError(f"--distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}.")
+    if distribution == "sharded":
+        if local:
+            raise UserError(
+                "--distribution sharded (ShardedByS3Key) does not exist in SageMaker local mode, which copies every "
+                "channel whole to every container; run it on SageMaker, or drop it locally (the trainer then "
+                "splits the train channel by rank)."
+            )
+        if "valid" not in chans:
+            raise UserError(
+                "--distribution sharded needs a valid channel (--valid or DATA/valid): each host holds only its "
+                "share of train, so a validation split held out of it would differ from host to host."
+            )
+    return {name: DISTRIBUTIONS[distribution] if name == "train" else "FullyReplicated" for name in chans}

@@ -15,6 +15,7 @@ from typing import Any
 from imgclf import hyperparameters as hp_spec
 from imgclf.diagnostics import DEBUGGER_RULES, PROFILER_RULES
 from imgclf.errors import UserError
+from imgclf.sagemaker import jobs
 from imgclf.sagemaker.jobs import (
     DEFAULT_SERVE_IMAGE,
     DEFAULT_TRAIN_IMAGE,
@@ -59,10 +60,14 @@ def session(target: Target):
     return Session(boto_session=boto_session, default_bucket=target.bucket)
 
 
-def channel_inputs(chans: Mapping[str, str], target: Target, sess) -> dict[str, str]:
+def channel_inputs(
+    chans: Mapping[str, str], target: Target, sess, *, input_mode: str = "File", distribution: str = "replicated"
+) -> dict[str, Any]:
     """`fit()` inputs from `jobs.channels`: URIs as they are, local folders as file:// (local mode) or uploaded
-    to s3://BUCKET/PREFIX/data/<channel>/ (SageMaker)."""
-    out = {}
+    to s3://BUCKET/PREFIX/data/<channel>/ (SageMaker). A `TrainingInput` where the input mode or the distribution
+    across hosts is not the default (`jobs.channel_distributions` checks them)."""
+    kinds = jobs.channel_distributions(chans, input_mode=input_mode, distribution=distribution, local=target.local)
+    out: dict[str, Any] = {}
     for name, value in chans.items():
         if is_remote(value) or value.startswith("file://"):
             out[name] = value
@@ -71,6 +76,10 @@ def channel_inputs(chans: Mapping[str, str], target: Target, sess) -> dict[str, 
         else:
             log.info("Uploading %s to s3://%s/%s/data/%s", value, target.bucket, target.prefix, name)
             out[name] = sess.upload_data(value, bucket=target.bucket, key_prefix=f"{target.prefix}/data/{name}")
+        if input_mode != "File" or kinds[name] != "FullyReplicated":
+            from sagemaker.inputs import TrainingInput
+
+            out[name] = TrainingInput(out[name], distribution=kinds[name], input_mode=input_mode)
     return out
 
 

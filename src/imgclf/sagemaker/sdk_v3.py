@@ -14,8 +14,25 @@ from typing import Any
 
 from imgclf.errors import UserError
 from imgclf.metrics import METRIC_DEFINITIONS
-from imgclf.sagemaker.jobs import DEFAULT_TRAIN_IMAGE, checkpoint_uri, job_hyperparameters, unique_job_name
+from imgclf.sagemaker.jobs import (
+    DEFAULT_TRAIN_IMAGE,
+    channel_distributions,
+    checkpoint_uri,
+    job_hyperparameters,
+    unique_job_name,
+)
 from imgclf.sagemaker.target import Target, is_remote, sdk_major
+
+
+def _data_source(value: str, distribution: str):
+    """A local folder as its path; an S3 URI as a string, or as an S3DataSource when it is sharded across hosts."""
+    if not is_remote(value):
+        return str(Path(value).resolve())
+    if distribution == "FullyReplicated":
+        return value
+    from sagemaker.train.configs import S3DataSource
+
+    return S3DataSource(s3_data_type="S3Prefix", s3_uri=value, s3_data_distribution_type=distribution)
 
 
 def build_model_trainer(
@@ -29,6 +46,8 @@ def build_model_trainer(
     local_container_root: str | os.PathLike | None = None,
     max_run: int = 3600,
     base_job_name: str = "imgclf",
+    input_mode: str = "File",
+    distribution: str = "replicated",
 ):
     """ModelTrainer for the train image (Mode.LOCAL_CONTAINER with --local).
 
@@ -41,9 +60,9 @@ def build_model_trainer(
     from sagemaker.train.configs import Compute, InputData, MetricDefinition, OutputDataConfig, StoppingCondition
     from sagemaker.train.model_trainer import Mode
 
+    kinds = channel_distributions(data, input_mode=input_mode, distribution=distribution, local=target.local)
     inputs = [
-        InputData(channel_name=name, data_source=value if is_remote(value) else str(Path(value).resolve()))
-        for name, value in data.items()
+        InputData(channel_name=name, data_source=_data_source(value, kinds[name])) for name, value in data.items()
     ]
     job_base = base_job_name if target.local else unique_job_name(base_job_name)
     kwargs: dict[str, Any] = dict(
@@ -52,6 +71,7 @@ def build_model_trainer(
         input_data_config=inputs,
         base_job_name=job_base,
         stopping_condition=StoppingCondition(max_runtime_in_seconds=max_run),
+        training_input_mode=input_mode,
     )
     if not kwargs["training_image"]:
         raise UserError("--image-uri is needed for SageMaker jobs (the ECR URI scripts/build_push.sh printed).")

@@ -4,7 +4,7 @@
 
 input/config/hyperparameters.json   every value a JSON string
 input/config/resourceconfig.json    hosts, current_host
-input/config/inputdataconfig.json   channels -> input/data/<channel>
+input/config/inputdataconfig.json   channels -> input/data/<channel>, input mode, distribution (input_data.py)
 input/config/debughookconfig.json   SageMaker Debugger (optional)
 input/config/profilerconfig.json    SageMaker Profiler (optional)
 model/                              the artifact (SageMaker tars it to model.tar.gz)
@@ -34,6 +34,7 @@ from imgclf.hyperparameters import Hyperparameters
 from imgclf.sample_data import write_fallback_sample
 from imgclf.training import distributed
 from imgclf.training.fit import fit
+from imgclf.training.input_data import ChannelInput, channel_inputs
 from imgclf.training.setup import RunConfig
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class SageMakerJob:
     output_data_dir: Path
     hosts: list[str]
     current_host: str
+    inputs: dict[str, ChannelInput]
 
 
 def read_job() -> SageMakerJob:
@@ -83,6 +85,7 @@ def read_job() -> SageMakerJob:
         output_data_dir=Path(env.output_data_dir),
         hosts=list(env.hosts),
         current_host=env.current_host,
+        inputs=channel_inputs(env.input_data_config),
     )
 
 
@@ -128,6 +131,7 @@ def _run_job() -> None:
             "Lines manifest of path,label, see the data-format hyperparameter); 'valid' and 'test' channels are "
             "optional."
         )
+    train_input = job.inputs.get("train", ChannelInput())
     cfg = RunConfig(
         train_dir=channels["train"],
         valid_dir=channels.get("valid"),
@@ -135,6 +139,8 @@ def _run_job() -> None:
         model_dir=job.model_dir,
         checkpoint_dir=job.checkpoint_dir,
         debughook_config=job.debughook_config,
+        train_host_sharded=train_input.host_sharded and len(job.hosts) > 1,
+        check_images=train_input.mode != "FastFile",
     )
     layout = distributed.from_hosts(job.hosts, job.current_host)
     if layout.procs_per_host > 1:

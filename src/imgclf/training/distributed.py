@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -43,6 +44,12 @@ class Layout:
     @property
     def device(self) -> torch.device:
         return torch.device(f"cuda:{self.local_rank}") if self.use_cuda else torch.device("cpu")
+
+    def data_split(self, host_sharded: bool) -> tuple[int, int]:
+        """(replicas, rank) the train data is split over: every rank, or only this host's ranks when SageMaker
+        already gave each host its own share (ShardedByS3Key); splitting that again by global rank would drop
+        the samples the other hosts' ranks were assigned but do not have."""
+        return (self.procs_per_host, self.local_rank) if host_sharded else (self.world_size, self.rank)
 
     def for_local_rank(self, local_rank: int) -> Layout:
         return Layout(self.hosts, self.current_host, self.procs_per_host, local_rank, self.use_cuda)
@@ -87,3 +94,12 @@ def all_reduce_sum(values: list[float], layout: Layout) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=layout.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_gather(value: Any, layout: Layout) -> list[Any]:
+    """Every rank's `value` (picklable), in rank order; just [value] in a single process."""
+    if not layout.distributed:
+        return [value]
+    out: list[Any] = [None] * layout.world_size
+    dist.all_gather_object(out, value)
+    return out

@@ -3,9 +3,12 @@ cached features when the backbone is frozen and inputs are not augmented)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -19,6 +22,7 @@ from imgclf.errors import UserError
 from imgclf.hyperparameters import Hyperparameters
 from imgclf.images import eval_transform, open_rgb, train_transform
 from imgclf.model import headless
+from imgclf.training import distributed
 
 if TYPE_CHECKING:
     from imgclf.training.setup import Run, RunConfig
@@ -77,12 +81,42 @@ class Datasets:
     test: list[Sample] | None
     # How each split opens a sample's key (None: a file path); see imgclf.channel_formats.
     readers: dict[str, Any] | None = None
+    # Train samples each rank draws per epoch when hosts hold shares of different sizes (ShardedByS3Key).
+    train_per_rank: int | None = None
 
 
-def load_datasets(hp: Hyperparameters, cfg: RunConfig) -> Datasets:
+def _host_share(train_ch: channels.Channel, cfg: RunConfig, layout: distributed.Layout) -> channels.Channel:
+    """The train channel when SageMaker gave this host only its share of the objects (ShardedByS3Key): one class
+    list for all hosts (the union: a host may lack a class), and a valid channel of its own (held out of each
+    host's share, validation would differ between hosts and so would early-stopping decisions)."""
+    if train_ch.format not in ("imagefolder",):
+        raise UserError(
+            f"The train channel is split across hosts (ShardedByS3Key), but its {train_ch.format} layout keeps "
+            "labels and images in files one host cannot share with another. Use FullyReplicated (the default), "
+            "or an ImageFolder channel."
+        )
+    if cfg.valid_dir is None:
+        raise UserError(
+            "The train channel is split across hosts (ShardedByS3Key) and there is no valid channel: give one, "
+            "so that every host validates on the same images."
+        )
+    # Sorted like scan_image_folder sorts a channel's folders: the same order as one host reading all of it.
+    classes = sorted({name for host in distributed.all_gather(train_ch.classes, layout) for name in host})
+    index = {name: i for i, name in enumerate(classes)}
+    samples = [(key, index[train_ch.classes[label]]) for key, label in train_ch.samples]
+    return channels.Channel(samples, classes, train_ch.skipped, train_ch.reader, train_ch.format)
+
+
+def load_datasets(hp: Hyperparameters, cfg: RunConfig, layout: distributed.Layout | None = None) -> Datasets:
     """Every channel in its own format (imagefolder / hdf5 / manifest), as (key, class index) samples."""
-    options = channel_formats.FormatOptions.from_hyperparameters(hp)
+    layout = layout or distributed.single_process()
+    options = replace(channel_formats.FormatOptions.from_hyperparameters(hp), check_images=cfg.check_images)
     train_ch = channel_formats.load_channel(cfg.train_dir, options, channel="train", sample=hp.sample, seed=hp.seed)
+    per_rank = None
+    if cfg.train_host_sharded:
+        train_ch = _host_share(train_ch, cfg, layout)
+        # Hosts' shares differ in size; DDP needs every rank to take as many steps: the largest share sets it.
+        per_rank = math.ceil(max(distributed.all_gather(len(train_ch.samples), layout)) / layout.procs_per_host)
     if hp.sample > 0:
         log.info("sample=%g: training on a stratified subsample of %d image(s)", hp.sample, len(train_ch.samples))
     readers = {"train": train_ch.reader, "valid": train_ch.reader, "test": None}
@@ -114,7 +148,7 @@ def load_datasets(hp: Hyperparameters, cfg: RunConfig) -> Datasets:
         len(test) if test is not None else "-",
     )
     log.info("Train images per class: %s", dict(sorted(channels.class_counts(train).items())))
-    return Datasets(train_ch.classes, train, valid, test, readers)
+    return Datasets(train_ch.classes, train, valid, test, readers, per_rank)
 
 
 # ---- samples -> loaders -----------------------------------------------------------------------------------------
@@ -124,20 +158,70 @@ def _balanced_sampler(run: Run, labels: list[int]) -> WeightedRandomSampler:
     """Every class drawn equally often (with replacement); under DDP each rank draws its share."""
     counts = torch.bincount(torch.tensor(labels), minlength=len(run.sets.classes)).double()
     weights = (1.0 / counts.clamp(min=1))[torch.tensor(labels)]
-    n = math.ceil(len(labels) / run.layout.world_size)
+    n = run.sets.train_per_rank or math.ceil(len(labels) / run.layout.world_size)
     generator = torch.Generator().manual_seed(run.hp.seed + run.layout.rank)
     return WeightedRandomSampler(weights, n, replacement=True, generator=generator)
 
 
-def _image_loader(run: Run, samples, train: bool, distributed_shard: bool, split: str = "train") -> DataLoader:
+def _train_sampler(run: Run, dataset, labels: list[int]):
+    """Balanced, or split across ranks under DDP: by global rank when every host has the whole channel, among
+    this host's ranks when SageMaker split it by host (then every rank draws `train_per_rank`, repeating a few of
+    its samples when its host's share is smaller); None: plain shuffling in one process."""
+    if run.hp.balanced_sampler:
+        sampler = _balanced_sampler(run, labels)
+    elif run.layout.distributed:
+        replicas, rank = run.layout.data_split(run.cfg.train_host_sharded)
+        sampler = DistributedSampler(dataset, replicas, rank, shuffle=True, seed=run.hp.seed)
+        if run.sets.train_per_rank:
+            sampler.num_samples = run.sets.train_per_rank
+            sampler.total_size = run.sets.train_per_rank * replicas
+    else:
+        return None
+    log.info(
+        "train data: host %s rank %d of %d draws %d of this host's %d train sample(s) per epoch (%s)",
+        run.layout.current_host,
+        run.layout.rank,
+        run.layout.world_size,
+        len(sampler),
+        len(labels),
+        "split among this host's ranks: the channel is sharded by host"
+        if run.cfg.train_host_sharded
+        else "split by global rank",
+    )
+    return sampler
+
+
+def sample_set_digest(keys: Iterable[str]) -> str:
+    """An order-free fingerprint of a multiset of sample keys: the sum of their 64-bit hashes modulo 2**64. Ranks
+    that share no sample have digests that add up to the digest of their union (how a log shows that hosts read
+    disjoint shares covering the data)."""
+    total = sum(int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big") for k in keys)
+    return f"{total % 2**64:016x}"
+
+
+def log_epoch_share(run: Run, loader: DataLoader, epoch: int) -> None:
+    """Under DDP, which train samples this rank draws in `epoch`: their count and `sample_set_digest` of their
+    paths relative to the channel."""
+    sampler = loader.sampler
+    if not isinstance(sampler, DistributedSampler) or not isinstance(loader.dataset, ImageDataset):
+        return
+    samples, root = loader.dataset.samples, os.path.join(run.cfg.train_dir, "")
+    keys = [samples[i][0].removeprefix(root) for i in sampler]
+    log.info(
+        "epoch %d: host %s rank %d draws %d train sample(s), digest %s",
+        epoch,
+        run.layout.current_host,
+        run.layout.rank,
+        len(keys),
+        sample_set_digest(keys),
+    )
+
+
+def _image_loader(run: Run, samples, train: bool, split: str = "train") -> DataLoader:
     transform = train_transform(run.meta, run.augment) if train else eval_transform(run.meta)
     reader = (run.sets.readers or {}).get(split)
     dataset = ImageDataset(samples, transform, reader)
-    sampler = None
-    if train and run.hp.balanced_sampler:
-        sampler = _balanced_sampler(run, [label for _, label in samples])
-    elif distributed_shard and run.layout.distributed:
-        sampler = DistributedSampler(dataset, run.layout.world_size, run.layout.rank, shuffle=True, seed=run.hp.seed)
+    sampler = _train_sampler(run, dataset, [label for _, label in samples]) if train else None
     return DataLoader(
         dataset,
         batch_size=run.hp.batch_size,
@@ -156,7 +240,7 @@ def _features(run: Run, name: str, samples) -> TensorDataset:
     hp = run.hp
     key = (name, tuple(samples), hp.arch, hp.image_size, hp.pretrained_weights, hp.seed)
     if key not in run.feature_cache:
-        loader = _image_loader(run, samples, train=False, distributed_shard=False, split=name)
+        loader = _image_loader(run, samples, train=False, split=name)
         feats, labels = [], []
         with torch.no_grad(), headless(run.model) as backbone, run.autocast():
             backbone.eval()
@@ -172,11 +256,7 @@ def _features(run: Run, name: str, samples) -> TensorDataset:
 
 
 def _tensor_loader(run: Run, ds: TensorDataset, train: bool) -> DataLoader:
-    sampler = None
-    if train and run.hp.balanced_sampler:
-        sampler = _balanced_sampler(run, ds.tensors[1].tolist())
-    elif train and run.layout.distributed:
-        sampler = DistributedSampler(ds, run.layout.world_size, run.layout.rank, seed=run.hp.seed)
+    sampler = _train_sampler(run, ds, ds.tensors[1].tolist()) if train else None
     return DataLoader(
         ds,
         batch_size=run.hp.batch_size,
@@ -190,10 +270,10 @@ def build_loaders(run: Run) -> tuple[DataLoader, DataLoader, DataLoader | None]:
     """(train, valid, test or None): image loaders, or loaders over cached backbone features."""
     s = run.sets
     if not run.cached:
-        test = _image_loader(run, s.test, False, False, "test") if s.test else None
+        test = _image_loader(run, s.test, False, "test") if s.test else None
         return (
-            _image_loader(run, s.train, True, True, "train"),
-            _image_loader(run, s.valid, False, False, "valid"),
+            _image_loader(run, s.train, True, "train"),
+            _image_loader(run, s.valid, False, "valid"),
             test,
         )
     test = _tensor_loader(run, _features(run, "test", s.test), False) if s.test else None

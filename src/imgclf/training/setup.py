@@ -32,6 +32,10 @@ class RunConfig:
     checkpoint_dir: Path | None = None
     debugger_out: Path | None = None
     debughook_config: Path | None = None
+    # How SageMaker delivered the channels (training/input_data.py): each host holds only its own share of train
+    # (ShardedByS3Key); images decoded once before training (File) or only when read (FastFile).
+    train_host_sharded: bool = False
+    check_images: bool = True
 
 
 @dataclass
@@ -129,7 +133,7 @@ def set_up(
     use_amp, amp_dtype, scaler = _precision(hp, device)
     workers = dataloader_workers(hp.num_workers, layout.procs_per_host)
 
-    sets = load_datasets(hp, cfg)
+    sets = load_datasets(hp, cfg, layout)
     meta, model = _network(hp, len(sets.classes))
     # augment "auto": only when fine-tuning; a frozen backbone then gets the cached-feature path.
     augment = hp.train_backbone if hp.augment == AUTO else hp.augment

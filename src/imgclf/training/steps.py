@@ -16,6 +16,7 @@ from imgclf import evaluation
 from imgclf.errors import UserError
 from imgclf.model import head
 from imgclf.training import distributed
+from imgclf.training.loaders import log_epoch_share
 from imgclf.training.setup import Run
 
 
@@ -56,6 +57,7 @@ def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag) -> flo
     run.debug.mode("train")
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
+        log_epoch_share(run, loader, epoch)
     total, count = 0.0, 0
     bar = tqdm(
         total=len(loader),

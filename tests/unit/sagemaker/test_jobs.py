@@ -83,3 +83,30 @@ def test_each_job_name_is_unique_and_its_checkpoint_prefix_is_its_own():
     assert len(long) <= 63 and long.startswith("x")
     name = next(iter(names))
     assert jobs.checkpoint_uri("b", "p", name) == f"s3://b/p/checkpoints/{name}"
+
+
+CHANS = {"train": "s3://b/d/train/", "valid": "s3://b/d/valid/", "test": "s3://b/d/test/"}
+
+
+def test_sharded_distribution_splits_only_the_train_channel_across_hosts():
+    got = jobs.channel_distributions(CHANS, input_mode="FastFile", distribution="sharded", local=False)
+    assert got == {"train": "ShardedByS3Key", "valid": "FullyReplicated", "test": "FullyReplicated"}
+    got = jobs.channel_distributions(CHANS, input_mode="File", distribution="replicated", local=False)
+    assert set(got.values()) == {"FullyReplicated"}
+
+
+@pytest.mark.parametrize(
+    ("chans", "mode", "distribution", "local", "reason"),
+    [
+        (CHANS, "Pipe", "replicated", False, "Pipe is not supported.*FastFile"),
+        (CHANS, "Fast", "replicated", False, "input-mode must be one of"),
+        (CHANS, "File", "byhost", False, "distribution must be one of"),
+        (CHANS, "File", "sharded", True, "does not exist in SageMaker local mode"),
+        ({"train": "s3://b/t/"}, "File", "sharded", False, "needs a valid channel"),
+    ],
+)
+def test_input_options_the_trainer_or_local_mode_cannot_honour_are_refused_before_any_call(
+    chans, mode, distribution, local, reason
+):
+    with pytest.raises(UserError, match=reason):
+        jobs.channel_distributions(chans, input_mode=mode, distribution=distribution, local=local)
