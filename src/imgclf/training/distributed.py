@@ -87,3 +87,11 @@ def all_reduce_sum(values: list[float], layout: Layout) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=layout.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_reduce_min(value: int, layout: Layout) -> int:
+    if not layout.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=layout.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())

@@ -13,12 +13,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from imgclf import channel_formats, channels, system
+from imgclf import channel_formats, channels, shards, system
 from imgclf.channels import Sample
 from imgclf.errors import UserError
 from imgclf.hyperparameters import Hyperparameters
 from imgclf.images import eval_transform, open_rgb, train_transform
 from imgclf.model import headless
+from imgclf.training import distributed
 
 if TYPE_CHECKING:
     from imgclf.training.setup import Run, RunConfig
@@ -129,9 +130,38 @@ def _balanced_sampler(run: Run, labels: list[int]) -> WeightedRandomSampler:
     return WeightedRandomSampler(weights, n, replacement=True, generator=generator)
 
 
+def _stream_loader(run: Run, samples, transform, source, train: bool, distributed_shard: bool):
+    """A shard channel's split, streamed (shards.ShardStream); the train split divided between the processes."""
+    if train and run.hp.balanced_sampler:
+        raise UserError(
+            "balanced-sampler draws images at random, which shard channels (read as streams) cannot do; "
+            "use class-weights auto instead."
+        )
+    split = distributed_shard and run.layout.distributed
+    rank, world = shards.reader_slot(run.layout, run.cfg.split_by_host) if split else (0, 1)
+    dataset = shards.ShardStream(
+        source, samples, transform, rank=rank, world_size=world, seed=run.hp.seed, shuffle=train
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=run.hp.batch_size,
+        num_workers=run.workers,
+        pin_memory=run.device.type == "cuda",
+        collate_fn=collate_skip_bad,
+        persistent_workers=run.workers > 0,
+    )
+    steps = dataset.batches(run.hp.batch_size, run.workers)
+    if split:
+        log.info("Rank %d reads %d sample(s) from its shards", run.layout.rank, dataset.sample_count())
+        steps = distributed.all_reduce_min(steps, run.layout)
+    return shards.CappedLoader(loader, steps)
+
+
 def _image_loader(run: Run, samples, train: bool, distributed_shard: bool, split: str = "train") -> DataLoader:
     transform = train_transform(run.meta, run.augment) if train else eval_transform(run.meta)
     reader = (run.sets.readers or {}).get(split)
+    if isinstance(reader, shards.ShardSource):
+        return _stream_loader(run, samples, transform, reader, train, distributed_shard)
     dataset = ImageDataset(samples, transform, reader)
     sampler = None
     if train and run.hp.balanced_sampler:

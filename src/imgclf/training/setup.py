@@ -32,6 +32,9 @@ class RunConfig:
     checkpoint_dir: Path | None = None
     debugger_out: Path | None = None
     debughook_config: Path | None = None
+    # The train channel was already split between hosts (SageMaker ShardedByS3Key): shard channels are then split
+    # only between this host's processes (shards.reader_slot).
+    split_by_host: bool = False
 
 
 @dataclass
