@@ -272,11 +272,13 @@ class ShardStream(torch.utils.data.IterableDataset):
     def sample_count(self) -> int:
         return sum(len(keys) for keys in self.wanted.values())
 
-    def batches(self, batch_size: int, workers: int) -> int:
-        """Batches a DataLoader yields per pass: each worker batches its own shards (the last batch partial)."""
+    def batches(self, batch_size: int, workers: int, drop_last: bool = False) -> int:
+        """Batches a DataLoader yields per pass: each worker batches its own shards (its last batch partial, or
+        dropped with `drop_last`)."""
         names = sorted(self.wanted)
         per_worker = [shards_for(names, w, workers) for w in range(min(workers, len(names)))] if workers else [names]
-        return sum(math.ceil(sum(len(self.wanted[s]) for s in group) / batch_size) for group in per_worker)
+        count = math.floor if drop_last else math.ceil
+        return sum(count(sum(len(self.wanted[s]) for s in group) / batch_size) for group in per_worker)
 
     def _read(self, shard: str) -> Iterator:
         keys = self.wanted[shard]

@@ -149,8 +149,10 @@ def _stream_loader(run: Run, samples, transform, source, train: bool, distribute
         pin_memory=run.device.type == "cuda",
         collate_fn=collate_skip_bad,
         persistent_workers=run.workers > 0,
+        # A stream's last batch can be one image, which BatchNorm cannot train on; the next epoch's order differs.
+        drop_last=train,
     )
-    steps = dataset.batches(run.hp.batch_size, run.workers)
+    steps = dataset.batches(run.hp.batch_size, run.workers, drop_last=train)
     if split:
         log.info("Rank %d reads %d sample(s) from its shards", run.layout.rank, dataset.sample_count())
         steps = distributed.all_reduce_min(steps, run.layout)
