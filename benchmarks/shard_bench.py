@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -88,12 +89,16 @@ def pipeline(work: Path, args) -> None:
     folder_ch, folder_load = timed(lambda: channel_formats.load_channel(folder))
     shard_ch, shard_load = timed(lambda: channel_formats.load_channel(out))
     print(f"channel load: ImageFolder {folder_load:.2f} s (verifies every file), shards {shard_load:.2f} s (index)")
-    f_rate, f_n = throughput(ImageDataset(folder_ch.samples, transform), args.workers, shuffle=True)
+    # Passes alternate (folder, shards, folder, ...) so a machine whose load drifts weighs on both alike.
     stream = shards.ShardStream(shard_ch.reader, shard_ch.samples, transform, shuffle=True)
-    s_rate, s_n = throughput(stream, args.workers)
+    rates = {"folder": [], "shards": []}
+    for _ in range(args.rounds):
+        rates["folder"].append(throughput(ImageDataset(folder_ch.samples, transform), args.workers, shuffle=True)[0])
+        rates["shards"].append(throughput(stream, args.workers)[0])
+    f_rate, s_rate = (statistics.median(rates[k]) for k in ("folder", "shards"))
     print(
-        f"pipeline ({args.workers} workers, {args.image_size} px): ImageFolder {f_rate:.0f} images/s ({f_n}), "
-        f"shards {s_rate:.0f} images/s ({s_n}); shards/folder {s_rate / f_rate:.2f}"
+        f"pipeline ({args.workers} workers, {args.image_size} px, median of {args.rounds} alternating passes): "
+        f"ImageFolder {f_rate:.0f} images/s, shards {s_rate:.0f} images/s; shards/folder {s_rate / f_rate:.2f}"
     )
 
 
@@ -130,6 +135,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64, help="The transform's output size.")
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating pipeline passes over each.")
     parser.add_argument("--train-epochs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=None, help="Scratch directory (default: a new temporary one).")
     args = parser.parse_args()
