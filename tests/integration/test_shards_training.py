@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from support.training import FAST_HYPERPARAMETERS
 
+from imgclf import model_evaluation
 from imgclf.cli import main
 from imgclf.hyperparameters import Hyperparameters
 from imgclf.training import RunConfig, fit
@@ -67,6 +68,10 @@ def test_training_on_shards_matches_imagefolder_and_skips_bad_samples(sample_dat
     print(f"test accuracy: shards {on_shards['test_accuracy']:.4f}, imagefolder {on_folder['test_accuracy']:.4f}")
     assert on_folder["test_accuracy"] > 0.5
     assert abs(on_shards["test_accuracy"] - on_folder["test_accuracy"]) <= 0.15
+    # `imgclf evaluate` reads a shard test channel too, and scores the model as training's test pass did.
+    labels, probs, _ = model_evaluation.predict(tmp_path / "m-shards", sharded / "test")
+    assert len(labels) == 100
+    assert (probs.argmax(1) == labels).mean() == pytest.approx(on_shards["test_accuracy"], abs=0.02)
 
 
 def test_cached_feature_training_reads_the_shards_once(sample_data, tmp_path, caplog):

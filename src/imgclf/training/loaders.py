@@ -81,7 +81,7 @@ class Datasets:
 
 
 def load_datasets(hp: Hyperparameters, cfg: RunConfig) -> Datasets:
-    """Every channel in its own format (imagefolder / hdf5 / manifest), as (key, class index) samples."""
+    """Every channel in its own format (imagefolder / hdf5 / manifest / webdataset), as (key, class index) samples."""
     options = channel_formats.FormatOptions.from_hyperparameters(hp)
     train_ch = channel_formats.load_channel(cfg.train_dir, options, channel="train", sample=hp.sample, seed=hp.seed)
     if hp.sample > 0:
