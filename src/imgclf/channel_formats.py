@@ -10,10 +10,12 @@ hdf5          one .h5/.hdf5 file whose datasets are keyed by image id and hold e
 manifest      a CSV or JSON Lines file (`.csv`, `.jsonl`, `.manifest`, `.json`) with a path relative to the channel
               (`path-column`, or SageMaker's `source-ref` with the s3:// prefix resolved inside the channel) and a
               label (`label-column`; a SageMaker Ground Truth `<label>-metadata.class-name` is used when present).
+webdataset    .tar shards of KEY.jpg/png/webp + KEY.cls or KEY.json (`label-column`), streamed: see shards.py.
 
-Auto-detection: an HDF5 file at the channel's top level -> hdf5; else a labels/manifest file there -> manifest;
-else imagefolder. Bad rows (image missing, bytes that do not decode, an empty label or, in valid/test, a label
-train does not have) are skipped, counted by reason and logged; a channel with none left is a UserError.
+Auto-detection: an HDF5 file at the channel's top level -> hdf5; else .tar files there -> webdataset; else a
+labels/manifest file there -> manifest; else imagefolder. Bad rows (image missing, bytes that do not decode, an
+empty label or, in valid/test, a label train does not have) are skipped, counted by reason and logged; a channel
+with none left is a UserError.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from imgclf import channels
+from imgclf import channels, shards
 from imgclf.errors import UserError
 from imgclf.images import open_rgb
 
@@ -69,9 +71,13 @@ def _top_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
 def detect_format(root: Path, options: FormatOptions) -> str:
     if options.data_format != "auto":
         return options.data_format
-    if _top_files(root, HDF5_SUFFIXES):
+    # One listing of the root for every format's test: on FastFile each listing is an S3 request.
+    suffixes = {p.suffix.lower() for p in _top_files(root, (*HDF5_SUFFIXES, shards.SHARD_SUFFIX, *TABLE_SUFFIXES))}
+    if suffixes & set(HDF5_SUFFIXES):
         return "hdf5"
-    if options.labels_file or _top_files(root, TABLE_SUFFIXES):
+    if shards.SHARD_SUFFIX in suffixes:
+        return "webdataset"
+    if options.labels_file or suffixes & set(TABLE_SUFFIXES):
         return "manifest"
     return "imagefolder"
 
@@ -376,6 +382,8 @@ def load_channel(
         return _hdf5_channel(root, options, classes, channel, sample, seed)
     if fmt == "manifest":
         return _manifest_channel(root, options, classes, channel, sample, seed)
+    if fmt == "webdataset":
+        return shards.load_shard_channel(root, options.label_column, classes, channel, sample, seed)
     ch = channels.scan_image_folder(root, classes, channel=channel, check_images=options.check_images)
     if sample > 0:
         ch.samples = channels.stratified_sample(ch.samples, sample, seed)

@@ -71,7 +71,7 @@ ARCHITECTURES = (
     "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16",
     "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
 )  # fmt: skip
-DATA_FORMATS = ("auto", "imagefolder", "hdf5", "manifest")
+DATA_FORMATS = ("auto", "imagefolder", "hdf5", "manifest", "webdataset")
 CLASS_WEIGHTS = ("none", "auto")
 
 SPEC: tuple[Param, ...] = (
@@ -136,7 +136,8 @@ SPEC: tuple[Param, ...] = (
         str,
         "auto",
         "Channel layout: imagefolder (a folder of images per class), hdf5 (a .h5/.hdf5 file of id -> image + a CSV of "
-        "id,label), manifest (CSV or JSON Lines of path,label); auto detects it per channel.",
+        "id,label), manifest (CSV or JSON Lines of path,label), webdataset (.tar shards of KEY.jpg + KEY.cls, "
+        "streamed; `imgclf shard` makes them); auto detects it per channel.",
         choices=DATA_FORMATS,
     ),
     Param(

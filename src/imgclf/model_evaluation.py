@@ -104,12 +104,16 @@ def predict(
     from imgclf.artifact import load_artifact
     from imgclf.channel_formats import load_channel
     from imgclf.images import eval_transform
+    from imgclf.shards import ShardSource, ShardStream
     from imgclf.training.loaders import ImageDataset, collate_skip_bad
 
     artifact = load_artifact(model_dir, "cpu")
     class_names = [artifact.index_to_name[i] for i in range(len(artifact.index_to_name))]
     channel = load_channel(test_dir, classes=class_names, channel="test")
-    dataset = ImageDataset(channel.samples, eval_transform(artifact.meta), reader=channel.reader)
+    if isinstance(channel.reader, ShardSource):  # tar shards: read as a stream, the whole channel
+        dataset = ShardStream(channel.reader, channel.samples, eval_transform(artifact.meta))
+    else:
+        dataset = ImageDataset(channel.samples, eval_transform(artifact.meta), reader=channel.reader)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_bad
     )

@@ -24,6 +24,7 @@ COMMANDS = {
         "imgclf.cli.train",
         "Train on an ImageFolder directory (or the SageMaker /opt/ml contract).",
     ),
+    "shard": ("imgclf.cli.shard", "Convert a dataset (imagefolder, hdf5, manifest) into tar shards for streaming."),
     "export": ("imgclf.cli.export", "Export validated ONNX / int8 inference engines beside a trained model."),
     "serve": ("imgclf.cli.serve", "Serve a model directory over the SageMaker HTTP contract (MMS)."),
     "predict": ("imgclf.cli.predict", "Classify images with a running endpoint (local URL or SageMaker)."),

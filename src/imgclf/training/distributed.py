@@ -103,3 +103,11 @@ def all_gather(value: Any, layout: Layout) -> list[Any]:
     out: list[Any] = [None] * layout.world_size
     dist.all_gather_object(out, value)
     return out
+
+
+def all_reduce_min(value: int, layout: Layout) -> int:
+    if not layout.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=layout.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())

@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from imgclf import channel_formats, channels, system
+from imgclf import channel_formats, channels, shards, system
 from imgclf.channels import Sample
 from imgclf.errors import UserError
 from imgclf.hyperparameters import Hyperparameters
@@ -92,8 +92,9 @@ def _host_share(train_ch: channels.Channel, cfg: RunConfig, layout: distributed.
     if train_ch.format not in ("imagefolder",):
         raise UserError(
             f"The train channel is split across hosts (ShardedByS3Key), but its {train_ch.format} layout keeps "
-            "labels and images in files one host cannot share with another. Use FullyReplicated (the default), "
-            "or an ImageFolder channel."
+            "labels or the label map in files one host cannot share with another. Use FullyReplicated (the "
+            "default; with tar shards and FastFile each host fetches only the shards its ranks read), or an "
+            "ImageFolder channel."
         )
     if cfg.valid_dir is None:
         raise UserError(
@@ -108,7 +109,7 @@ def _host_share(train_ch: channels.Channel, cfg: RunConfig, layout: distributed.
 
 
 def load_datasets(hp: Hyperparameters, cfg: RunConfig, layout: distributed.Layout | None = None) -> Datasets:
-    """Every channel in its own format (imagefolder / hdf5 / manifest), as (key, class index) samples."""
+    """Every channel in its own format (imagefolder / hdf5 / manifest / webdataset), as (key, class index) samples."""
     layout = layout or distributed.single_process()
     options = replace(channel_formats.FormatOptions.from_hyperparameters(hp), check_images=cfg.check_images)
     train_ch = channel_formats.load_channel(cfg.train_dir, options, channel="train", sample=hp.sample, seed=hp.seed)
@@ -217,9 +218,40 @@ def log_epoch_share(run: Run, loader: DataLoader, epoch: int) -> None:
     )
 
 
+def _stream_loader(run: Run, samples, transform, source, train: bool):
+    """A shard channel's split, streamed (shards.ShardStream); the train split divided between the processes."""
+    if train and run.hp.balanced_sampler:
+        raise UserError(
+            "balanced-sampler draws images at random, which shard channels (read as streams) cannot do; "
+            "use class-weights auto instead."
+        )
+    split = train and run.layout.distributed
+    world, rank = run.layout.data_split(run.cfg.train_host_sharded) if split else (1, 0)
+    dataset = shards.ShardStream(
+        source, samples, transform, rank=rank, world_size=world, seed=run.hp.seed, shuffle=train
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=run.hp.batch_size,
+        num_workers=run.workers,
+        pin_memory=run.device.type == "cuda",
+        collate_fn=collate_skip_bad,
+        persistent_workers=run.workers > 0,
+        # A stream's last batch can be one image, which BatchNorm cannot train on; the next epoch's order differs.
+        drop_last=train,
+    )
+    steps = dataset.batches(run.hp.batch_size, run.workers, drop_last=train)
+    if split:
+        log.info("Rank %d reads %d sample(s) from its shards", run.layout.rank, dataset.sample_count())
+        steps = distributed.all_reduce_min(steps, run.layout)
+    return shards.CappedLoader(loader, steps)
+
+
 def _image_loader(run: Run, samples, train: bool, split: str = "train") -> DataLoader:
     transform = train_transform(run.meta, run.augment) if train else eval_transform(run.meta)
     reader = (run.sets.readers or {}).get(split)
+    if isinstance(reader, shards.ShardSource):
+        return _stream_loader(run, samples, transform, reader, train)
     dataset = ImageDataset(samples, transform, reader)
     sampler = _train_sampler(run, dataset, [label for _, label in samples]) if train else None
     return DataLoader(
