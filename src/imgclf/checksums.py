@@ -18,7 +18,7 @@ KEY = "sha256"  # imgclf.json's field: {"model.pt": "<hex>", "index_to_name.json
 MAX_JSON_BYTES = 10 << 20  # imgclf.json / index_to_name.json: class names, not data
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
