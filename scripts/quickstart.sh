@@ -9,6 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+case "${1:-}" in
+  "") ;;
+  -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;  # the header above, without running anything
+  *) echo "quickstart: no arguments (got '$1'); settings come from ML_DIR and BASE_IMAGE; see --help" >&2; exit 2 ;;
+esac
+
 bash scripts/setup.sh --docker
 DOCKER=/usr/bin/docker
 ML_DIR=$(realpath -m "${ML_DIR:-ml}")

@@ -29,7 +29,7 @@ TORCHVISION_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth?$")
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

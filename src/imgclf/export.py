@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from imgclf.checksums import sha256_file
 from imgclf.errors import UserError
-from imgclf.serving.engines import INT8, META_FILE, ONNX, ONNX_INPUT, RECORD_KEY, EagerEngine, OnnxEngine, sha256_file
+from imgclf.serving.engines import INT8, META_FILE, ONNX, ONNX_INPUT, RECORD_KEY, EagerEngine, OnnxEngine
 from imgclf.serving.preprocess import Preprocessing, Preprocessor
 from imgclf.system import cpu_count
 
@@ -110,36 +111,24 @@ def export_onnx(model: Any, image_size: int, path: Path) -> str:
 
     example = (torch.zeros(1, 3, image_size, image_size),)
     tmp = path.with_name(path.name + ".tmp")
-    try:
+
+    def export(**options: Any) -> None:  # the one call: the two exporters differ only in these options
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                example,
-                str(tmp),
-                dynamo=True,
-                input_names=[ONNX_INPUT],
-                output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-                opset_version=OPSET,
-                external_data=False,
-                verbose=False,
-            )
+            torch.onnx.export(model, example, str(tmp), input_names=[ONNX_INPUT], output_names=["logits"], **options)
+
+    try:
+        export(
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+            opset_version=OPSET,
+            external_data=False,
+            verbose=False,
+        )
         exporter = "dynamo"
     except Exception as exc:  # noqa: BLE001 - any failure of the new exporter: try the old one
         log.warning("torch.export-based ONNX export failed (%s); using the TorchScript-based exporter", exc)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                example,
-                str(tmp),
-                dynamo=False,
-                input_names=[ONNX_INPUT],
-                output_names=["logits"],
-                dynamic_axes={ONNX_INPUT: {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=17,
-            )
+        export(dynamo=False, dynamic_axes={ONNX_INPUT: {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
         exporter = "torchscript"
     os.replace(tmp, path)
     return exporter

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclf import hyperparameters as hpmod
+from imgclf.channels import ChannelPaths
 from imgclf.errors import UserError
 from imgclf.hyperparameters import SPEC, Continuous, Integer, Param
 from imgclf.metrics import OBJECTIVES
@@ -76,19 +77,15 @@ def search_space(tune: str | None, fixed: dict[str, Any]) -> list[Param]:
     return params
 
 
-def retrain(data: Path, model_dir: Path, values: dict[str, Any], feature_cache: dict | None = None) -> dict[str, Any]:
-    """Train the final model with `values` on data/train (valid/ and test/ when present) into `model_dir`."""
+def retrain(
+    channels: ChannelPaths, model_dir: Path, values: dict[str, Any], feature_cache: dict | None = None
+) -> dict[str, Any]:
+    """Train the final model with `values` on the channels (test included, when there is one) into `model_dir`."""
     from imgclf.training import RunConfig, fit
 
-    valid, test = data / "valid", data / "test"
     return fit(
         hpmod.Hyperparameters.from_mapping(values),
-        RunConfig(
-            train_dir=data / "train",
-            model_dir=model_dir,
-            valid_dir=valid if valid.is_dir() else None,
-            test_dir=test if test.is_dir() else None,
-        ),
+        RunConfig(train_dir=channels.train, model_dir=model_dir, valid_dir=channels.valid, test_dir=channels.test),
         feature_cache=feature_cache,
     )
 
@@ -100,7 +97,7 @@ class LocalTuner:
     def __init__(
         self,
         *,
-        data: Path,
+        channels: ChannelPaths,
         out: Path,
         params: list[Param],
         fixed: dict[str, Any],
@@ -112,7 +109,7 @@ class LocalTuner:
         pruner: Any = None,
     ):
         self.pruner = pruner  # an optuna pruner instead of the default MedianPruner
-        self.data, self.out, self.params, self.fixed = data, out, params, fixed
+        self.channels, self.out, self.params, self.fixed = channels, out, params, fixed
         self.objective, self.storage, self.jobs = objective, storage, jobs
         self.sampler_seed, self.pruning = sampler_seed, pruning
         self.feature_cache: dict = {}  # shared by every fit in this process
@@ -160,7 +157,6 @@ class LocalTuner:
 
         values = suggest(trial, self.params)
         hp = self._hyperparameters(values).replace(export_engines=False)  # the trial's model dir is thrown away
-        valid = self.data / "valid"
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
             trial.report(float(metrics[self.objective]), epoch)
@@ -171,9 +167,9 @@ class LocalTuner:
         t0 = time.perf_counter()
         try:
             cfg = RunConfig(
-                train_dir=self.data / "train",
+                train_dir=self.channels.train,
                 model_dir=model_dir,
-                valid_dir=valid if valid.is_dir() else None,
+                valid_dir=self.channels.valid,
                 test_dir=None,  # the test split stays unseen by the search
             )
             with self._first_fill():

@@ -10,17 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from support import VENV_BIN
 from support import containers as sm
-from support.moto import MISSING, aws_env, moto_server, moto_server_path, wait_http
+from support.moto import aws_env, moto_server, wait_http
+from support.ports import free_port
 
 pytestmark = pytest.mark.container
 
-VENV_BIN = Path(sys.executable).parent
 REGISTRY_CONFIG = """version: 0.1
 storage:
   filesystem:
@@ -36,7 +35,7 @@ http:
 def registry(tmp_path):
     if not shutil.which("docker-registry"):
         pytest.fail("docker-registry missing: run `bash scripts/docker_setup.sh`", pytrace=False)
-    port = sm.free_port()
+    port = free_port()
     config = tmp_path / "registry.yml"
     config.write_text(REGISTRY_CONFIG.format(root=tmp_path / "registry-data", port=port))
     proc = subprocess.Popen(
@@ -52,8 +51,6 @@ def registry(tmp_path):
 
 @pytest.fixture
 def moto():
-    if moto_server_path() is None:
-        pytest.fail(MISSING, pytrace=False)
     with moto_server() as url:
         yield url
 

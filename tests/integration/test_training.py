@@ -85,6 +85,22 @@ def test_missing_train_channel_fails_clearly(sample_data, tmp_path):
     assert "No 'train' channel" in (base / "output" / "failure").read_text()
 
 
+def test_the_image_entry_on_a_tree_without_data_trains_on_the_embedded_sample(tmp_path):
+    # What `docker run IMAGE train` runs (docker/entrypoint.sh), with the variable the image sets.
+    base = tmp_path / "ml"
+    (base / "input" / "config").mkdir(parents=True)
+    hps = {**FAST_HYPERPARAMETERS, "epochs": "1", "sample": "200"}
+    (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hps))
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SAGEMAKER_TRAINING_MODULE": "imgclf.training.contract:main"}
+    out = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "imgclf.training.contract"], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "training on the embedded digits sample" in out.stdout
+    assert (base / "model" / "model.pt").is_file() and (base / "output" / "success").exists()
+
+
 def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes(sample_data, tmp_path):
     hps = {**FAST_HYPERPARAMETERS, "epochs": "4", "patience": "0"}
     base = make_opt_ml(tmp_path / "ml", {"train": sample_data / "train", "valid": sample_data / "valid"}, hps)

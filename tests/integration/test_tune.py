@@ -11,6 +11,7 @@ import pytest
 from support import VENV_BIN
 
 from imgclf import tuning
+from imgclf.channels import resolve_channels
 from imgclf.hyperparameters import Hyperparameters
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,7 @@ def test_trials_share_cached_features_and_pruning_stops_a_trial_after_its_first_
     params = [p for p in tuning.tunable() if p.name in ("lr", "batch-size")]
     fixed = {"pretrained-weights": "none", "augment": False, "image-size": 32, "epochs": 3}
     tuner = tuning.LocalTuner(
-        data=sample_data,
+        channels=resolve_channels(sample_data),
         out=tmp_path,
         params=params,
         fixed=fixed,

@@ -6,6 +6,7 @@
 - `handler_calls`: MMS's real Context objects and image bytes, to call the serving handler in-process.
 - `corner_digits`: a digit pasted into a corner of a blank canvas, a CNN trained on it in seconds, Grad-CAM hits.
 - `served`: `imgclf serve` as a managed process, HTTP without exceptions.
+- `stub_endpoint`: a loopback stand-in endpoint with canned answers, for the client-side tests.
 - `containers`: the images run the way SageMaker runs them (build, train on a fake /opt/ml, serve).
 - `localmode`: SageMaker SDK local mode against the images (fixtures registered by tests/localmode/conftest.py).
 - `reliability`: fault-test helpers (tiny samples, a tmpfs, the benchmarks' load generator).

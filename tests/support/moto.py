@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from support import VENV_BIN
 from support.ports import HOST, free_port
 
@@ -38,11 +40,11 @@ def moto_server_path() -> Path | None:
 
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
-    """A running moto server; yields its base URL. Callers check `moto_server_path()` first (and fail with
-    MISSING): a missing prerequisite fails the test, it does not skip it."""
+    """A running moto server; yields its base URL. Without moto_server the test fails with MISSING: a missing
+    prerequisite fails the test, it does not skip it."""
     path = moto_server_path()
     if path is None:
-        raise RuntimeError(MISSING)
+        pytest.fail(MISSING, pytrace=False)
     port = free_port()
     proc = subprocess.Popen(
         [str(path), "-H", HOST, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

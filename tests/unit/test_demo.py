@@ -4,13 +4,12 @@ the one-line messages a refused file gets (the page itself, which needs gradio, 
 from __future__ import annotations
 
 import base64
-import http.server
 import io
 import json
-import threading
 
 import pytest
 from PIL import Image
+from support.stub_endpoint import stub_endpoint
 
 from imgclf import demo
 from imgclf.artifact import ModelMeta, save_artifact
@@ -54,45 +53,25 @@ def test_a_bug_is_named_not_traced():
     assert demo.describe_error(UserError("Cannot reach http://x")) == "Cannot reach http://x"
 
 
-class _Server(http.server.BaseHTTPRequestHandler):
-    answers: list[tuple[int, bytes]] = []
-    seen: list[str | None] = []
-
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).seen.append(self.headers.get("X-Amzn-SageMaker-Custom-Attributes"))
-        status, body = type(self).answers.pop(0)
-        self.send_response(status)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def server():
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _Server)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    _Server.answers, _Server.seen = [], []
-    yield f"http://127.0.0.1:{httpd.server_port}", _Server
-    httpd.shutdown()
+def stub():
+    with stub_endpoint() as endpoint:
+        yield endpoint
 
 
-def test_a_server_is_asked_for_gradcam_in_custom_attributes_and_its_refusal_is_readable(server):
-    url, handler = server
+def test_a_server_is_asked_for_gradcam_in_custom_attributes_and_its_refusal_is_readable(stub):
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, "PNG")
     answer = {
         "predictions": [[{"label": "3", "index": 3, "probability": 0.9}]],
         "explanations": [[{"overlay_png": base64.b64encode(buf.getvalue()).decode()}]],
     }
-    handler.answers = [(200, json.dumps(answer).encode()), (400, b"The body (4 bytes) is not an image.\n")]
-    result = demo.RemoteBackend(url=url).classify(_png(), "image/png", 1, explain=True)
+    stub.answers = [(200, json.dumps(answer).encode()), (400, b"The body (4 bytes) is not an image.\n")]
+    result = demo.RemoteBackend(url=stub.url).classify(_png(), "image/png", 1, explain=True)
     assert result.predictions[0]["label"] == "3" and result.overlay.size == (8, 8)
-    assert handler.seen == ["top_k=1,explain=gradcam"]
+    assert [h.get("X-Amzn-SageMaker-Custom-Attributes") for h in stub.seen] == ["top_k=1,explain=gradcam"]
     with pytest.raises(UserError, match="400 Bad Request: The body .* is not an image"):
-        demo.RemoteBackend(url=url).classify(b"text", "application/x-image", 1, explain=False)
+        demo.RemoteBackend(url=stub.url).classify(b"text", "application/x-image", 1, explain=False)
 
 
 def test_examples_are_one_sample_test_image_per_digit(tmp_path):

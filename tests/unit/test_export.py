@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from imgclf import export  # noqa: E402
+from imgclf import checksums, export  # noqa: E402
 from imgclf.artifact import ModelMeta, save_artifact  # noqa: E402
 from imgclf.model import build_model  # noqa: E402
 from imgclf.serving import engines  # noqa: E402
@@ -43,7 +43,7 @@ def test_both_engines_are_kept_with_checksum_agreement_latency_and_size(exported
     for entry in record["engines"].values():
         path = model_dir / entry["file"]
         assert path.is_file()
-        assert entry["sha256"] == engines.sha256_file(path)
+        assert entry["sha256"] == checksums.sha256_file(path)
         assert entry["agreement"] >= export.MIN_AGREEMENT
         assert abs(entry["accuracy"] - record["eager"]["accuracy"]) <= export.MAX_ACCURACY_DROP
         assert entry["p50_ms"] > 0 and entry["p95_ms"] >= entry["p50_ms"]
@@ -97,3 +97,23 @@ def test_unknown_candidates_are_a_user_error(exported):
 
     with pytest.raises(UserError, match="tensorrt"):
         export.export_engines(model_dir, model_dir, candidates=["tensorrt"])
+
+
+def test_the_torchscript_exporter_takes_over_when_the_torch_export_one_fails(tmp_path, monkeypatch):
+    import torch
+
+    real_export = torch.onnx.export
+
+    def no_dynamo(*args, **kwargs):
+        if kwargs.get("dynamo"):
+            raise RuntimeError("this architecture does not export")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    model = build_model("resnet18", 10).eval()
+    assert export.export_onnx(model, 32, tmp_path / "model.onnx") == "torchscript"
+    graph = engines.OnnxEngine.load(tmp_path / "model.onnx", threads=1)
+    batch = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)  # a batch other than 1
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(batch)), dim=1).numpy()
+    np.testing.assert_allclose(graph.predict(batch), expected, atol=1e-4)

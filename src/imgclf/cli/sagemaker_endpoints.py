@@ -16,6 +16,7 @@ import os
 import time
 from pathlib import Path
 
+from imgclf.cli import endpoint_flags
 from imgclf.errors import UserError
 from imgclf.sagemaker import autoscaling, dashboard, endpoints
 from imgclf.sagemaker.aws_errors import aws_call
@@ -26,7 +27,7 @@ WAIT_MAX_S = 3600
 
 
 def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
-    endpoints.add_endpoint_arguments(parser)
+    endpoint_flags.add_endpoint_arguments(parser)
 
 
 def add_autoscale_parser(sub) -> None:
@@ -106,9 +107,9 @@ def run_deploy(args: argparse.Namespace, target: Target) -> int:
     # Serverless has no instance type: only one the user gave is checked (and refused unless "local").
     instance_type = args.instance_type if args.serverless else (args.instance_type or default_type)
     needed_mb = endpoints.model_memory_mb(artifact_bytes(args.model_data, target.region)) if args.serverless else None
-    opts = endpoints.options_from_args(args, instance_type, needed_mb=needed_mb)
+    opts = endpoint_flags.options_from_args(args, instance_type, needed_mb=needed_mb)
     if target.local:
-        endpoints.refuse_in_local_mode(opts)
+        endpoint_flags.refuse_in_local_mode(opts)
     if args.async_max_payload_mb is not None and opts.async_inference is None:
         raise UserError("--async-max-payload-mb is for asynchronous endpoints: add --async-output s3://...")
     name = args.endpoint_name or jobs.unique_job_name("imgclf-endpoint")

@@ -12,13 +12,20 @@ from pathlib import Path
 
 from imgclf import hyperparameters as hpmod
 from imgclf import system
+from imgclf.channels import resolve_channels
 from imgclf.errors import UserError
 from imgclf.metrics import OBJECTIVES
 from imgclf.tuning import LocalTuner, retrain, search_space, tunable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="Dataset root with train/ (valid/, test/ optional).")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="Dataset root with train/ (valid/, test/ optional) channel subfolders, or a single channel used as "
+        "train (valid is then split from it); as `imgclf train --data`.",
+    )
     parser.add_argument("--trials", type=int, default=20, help="Total trials in the study (resumed ones count).")
     parser.add_argument("--jobs", type=int, default=1, help="Parallel trials (threads), at most the CPU count.")
     parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="valid_accuracy")
@@ -40,9 +47,7 @@ def run(args: argparse.Namespace) -> int:
         import optuna  # noqa: F401
     except ImportError as exc:
         raise UserError("imgclf tune needs optuna: pip install optuna matplotlib") from exc
-    data = args.data
-    if not (data / "train").is_dir():
-        raise UserError(f"--data {data} must hold a train/ directory (and optionally valid/ and test/).")
+    channels = resolve_channels(args.data)
     if args.trials < 1:
         raise UserError("--trials must be >= 1.")
     fixed = hpmod.given_arguments(args)
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"--jobs {args.jobs} capped at {jobs}: this host has {cpus} CPU(s)", flush=True)
 
     tuner = LocalTuner(
-        data=data,
+        channels=channels,
         out=out,
         params=params,
         fixed=fixed,
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary["text"], flush=True)
     if args.retrain_best:
         print(f"Retraining the best configuration into {out / 'model'}", flush=True)
-        result = retrain(data, out / "model", summary["best_values"], tuner.feature_cache)
+        result = retrain(channels, out / "model", summary["best_values"], tuner.feature_cache)
         line = f"Final model {out / 'model'}: valid_accuracy {result['valid_accuracy']:.4f}"
         if "test_accuracy" in result:
             line += f", test_accuracy {result['test_accuracy']:.4f}"

@@ -15,13 +15,14 @@ EagerEngine imports it only when it is loaded.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from imgclf.checksums import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def runtime_installed(name: str) -> bool:

@@ -15,7 +15,9 @@ output/data/                        uploaded with the job (the profiler's record
 `main` is the framework module sagemaker-training runs (`SAGEMAKER_TRAINING_MODULE=imgclf.training.contract:main`):
 the toolkit turns a raised `ClientError` into `/opt/ml/output/failure` + exit 1, and writes `success` otherwise.
 `container_main` is what the train image runs for `train`: it fills in what SageMaker would have written
-when the image runs outside SageMaker, then hands over to the toolkit's `train` program.
+when the image runs outside SageMaker, then hands over to the toolkit's `train` program. The toolkit calls the
+framework module without arguments, so a tree with no data at all is handed over by naming the entry point
+that trains on the embedded sample (`main_on_sample`, `framework_module`).
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ from imgclf.training.setup import RunConfig
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_DIR = "/opt/ml"
-_SAMPLE_ENV = "IMGCLF_TRAIN_ON_SAMPLE"
 FRAMEWORK_MODULE = "imgclf.training.contract:main"
+SAMPLE_FRAMEWORK_MODULE = "imgclf.training.contract:main_on_sample"
 
 
 # ---- what the job is told -------------------------------------------------------------------------------------
@@ -117,11 +119,11 @@ def fill_local_defaults(root: Path | None = None) -> bool:
 # ---- entry points ---------------------------------------------------------------------------------------------
 
 
-def _run_job() -> None:
+def _run_job(train_on_sample: bool) -> None:
     job = read_job()
     hp = Hyperparameters.from_mapping(job.hyperparameters)
     channels = dict(job.channels)
-    if "train" not in channels and os.environ.get(_SAMPLE_ENV) == "1":
+    if "train" not in channels and train_on_sample:
         sample = write_fallback_sample("No input channels")
         channels = {"train": sample.train, "valid": sample.valid, "test": sample.test}
     if "train" not in channels:
@@ -170,7 +172,9 @@ def _spawn_per_gpu(hp, cfg, layout: distributed.Layout) -> None:
         raise UserError(str(exc).strip().splitlines()[-1]) from None
 
 
-def main() -> None:
+def main(train_on_sample: bool = False) -> None:
+    """The framework module: run the job; with `train_on_sample`, a job with no train channel trains on the
+    embedded sample instead of failing."""
     from sagemaker_training import environment as sm_env
     from sagemaker_training import errors
 
@@ -179,17 +183,29 @@ def main() -> None:
     # The toolkit swallows the error (exit 0, no failure file) when output/ is missing: make sure it exists.
     os.makedirs(sm_env.output_dir, exist_ok=True)
     try:
-        _run_job()
+        _run_job(train_on_sample)
     except UserError as exc:
         raise errors.ClientError(str(exc)) from None
+
+
+def main_on_sample() -> None:
+    """The framework module `IMAGE train` names outside SageMaker when the tree holds no data at all."""
+    main(train_on_sample=True)
+
+
+def framework_module(no_data: bool, configured: str | None) -> str:
+    """The entry point the toolkit is to run: ours (or the one configured), or, when there is no data at all and
+    ours was to run, the one that trains on the embedded sample. A module someone else configured is kept."""
+    module = configured or FRAMEWORK_MODULE
+    return SAMPLE_FRAMEWORK_MODULE if no_data and module == FRAMEWORK_MODULE else module
 
 
 def container_main() -> None:
     """The train image's `train`: defaults for local runs, then sagemaker-training's trainer."""
     logging.basicConfig(level=logging.INFO)
-    if fill_local_defaults():
-        os.environ[_SAMPLE_ENV] = "1"
-    os.environ.setdefault("SAGEMAKER_TRAINING_MODULE", FRAMEWORK_MODULE)
+    no_data = fill_local_defaults()
+    # SAGEMAKER_TRAINING_MODULE is how the toolkit is told what to run (the image sets it to FRAMEWORK_MODULE).
+    os.environ["SAGEMAKER_TRAINING_MODULE"] = framework_module(no_data, os.environ.get("SAGEMAKER_TRAINING_MODULE"))
     from sagemaker_training import trainer
 
     trainer.train()

@@ -19,6 +19,8 @@ def test_tuning_a_parameter_without_a_range_is_refused(sample_data, tmp_path, ca
     assert rc == 2 and "no tuning range" in capsys.readouterr().err
 
 
-def test_data_without_a_train_directory_is_refused(tmp_path, capsys):
-    rc = cli.main(["tune", "--data", str(tmp_path), "--trials", "1", "--out", str(tmp_path / "o")])
-    assert rc == 2 and "train/" in capsys.readouterr().err
+def test_data_that_is_not_a_directory_is_refused(tmp_path, capsys):
+    # --data resolves as `imgclf train --data` does (channels.resolve_channels): DATA/train, or DATA as the train
+    # channel; a path that is neither is refused before a study is created.
+    rc = cli.main(["tune", "--data", str(tmp_path / "missing"), "--trials", "1", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--data" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -9,7 +9,7 @@ import pytest
 from botocore.validate import validate_parameters
 
 from imgclf import cli
-from imgclf.cli import sagemaker_endpoints
+from imgclf.cli import endpoint_flags, sagemaker_endpoints
 from imgclf.errors import UserError
 from imgclf.sagemaker import endpoints
 
@@ -32,7 +32,7 @@ def test_every_deploy_flag_reaches_the_endpoint_config_request():
                        "--async-output", "s3://b/out", "--async-failure", "s3://b/fail", "--async-success-topic", SNS,
                        "--async-error-topic", SNS, "--async-max-concurrency", "3", "--async-max-payload-mb", "200",
                        "--data-capture", "s3://b/cap", "--capture-percent", "35", "--dashboard")  # fmt: skip
-    opts = endpoints.options_from_args(args, args.instance_type)
+    opts = endpoint_flags.options_from_args(args, args.instance_type)
     s = opts.autoscaling
     assert (s.min_capacity, s.max_capacity, s.target_invocations) == (2, 5, 700)
     assert (s.scale_in_cooldown_s, s.scale_out_cooldown_s) == (600, 30) and opts.dashboard

@@ -1,11 +1,10 @@
-"""Production endpoint options (imgclf.sagemaker.endpoints / autoscaling / dashboard / aws_errors): the flags'
-parsing and refusals, and every request dict validated against botocore's service model (the same check boto3
+"""Production endpoint options (imgclf.sagemaker.endpoints / autoscaling / dashboard / aws_errors): the options'
+refusals, and every request dict validated against botocore's service model (the same check boto3
 runs before sending). The calls themselves run against moto in tests/integration/test_endpoints_moto.py; the SDK v2
 objects are built in .venv-sdk2 (a subprocess: SDK v2 is not installed in this venv)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -243,39 +242,6 @@ def test_aws_errors_become_user_errors_that_say_what_to_do(exc, expected):
     assert "CreateEndpointConfig ep" in str(user_error("CreateEndpointConfig ep", exc))
 
 
-# ---- flags ------------------------------------------------------------------------------------------------------
-
-
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    endpoints.add_endpoint_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
-def test_flags_become_options():
-    opts = endpoints.options_from_args(
-        _args("--autoscale", "1:3", "--async-output", "s3://b/o", "--data-capture", "s3://b/c", "--capture-percent",
-              "100", "--dashboard"),
-        "ml.m5.xlarge",
-    )  # fmt: skip
-    assert opts.autoscaling.max_capacity == 3 and opts.autoscaling.target_invocations == 2472
-    assert opts.async_inference.output_path == "s3://b/o" and opts.data_capture.sampling_percent == 100
-    assert opts.serverless is None and opts.dashboard
-
-
-@pytest.mark.parametrize(
-    "argv, match",
-    [
-        (["--serverless", "2048", "--autoscale", "1:2"], "scales by itself"),
-        (["--serverless", "2048", "--async-output", "s3://b/o"], "Choose one"),
-        (["--async-success-topic", SNS], "need --async-output"),
-    ],
-)
-def test_flag_combinations_serverless_cannot_do_are_refused(argv, match):
-    with pytest.raises(UserError, match=match):
-        endpoints.options_from_args(_args(*argv), None)
-
-
 # ---- SDK v2 objects (in .venv-sdk2) -----------------------------------------------------------------------------
 
 SDK2_DRIVER = f"""
@@ -327,9 +293,3 @@ def test_sdk_v2_objects_send_the_same_requests_as_the_boto3_path():
             **({"AsyncInferenceConfig": got["async"]} if kind == "async" else {}),
             **({"DataCaptureConfig": got["capture"]} if kind == "capture" else {}),
         })  # fmt: skip
-
-
-def test_local_mode_refuses_the_options_it_cannot_run():
-    endpoints.refuse_in_local_mode(endpoints.options_from_args(_args(), "local"))
-    with pytest.raises(UserError, match="local mode does not run --serverless, --dashboard"):
-        endpoints.refuse_in_local_mode(endpoints.options_from_args(_args("--serverless", "2048", "--dashboard"), None))

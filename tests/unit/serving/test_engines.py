@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from imgclf import checksums
 from imgclf.serving import engines as e
 
 pytestmark = pytest.mark.unit
@@ -109,7 +110,7 @@ def test_onnx_engine_refuses_a_file_that_changed_since_validation(tiny_onnx):
     pytest.importorskip("onnxruntime")
     with pytest.raises(e.EngineUnavailable, match="sha256"):
         e.OnnxEngine.load(tiny_onnx, sha256="0" * 64)
-    assert e.OnnxEngine.load(tiny_onnx, sha256=e.sha256_file(tiny_onnx)).name == "onnx"
+    assert e.OnnxEngine.load(tiny_onnx, sha256=checksums.sha256_file(tiny_onnx)).name == "onnx"
 
 
 def test_onnx_engine_on_cuda_without_the_cuda_provider_runs_on_cpu(tiny_onnx, caplog):
