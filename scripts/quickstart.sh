@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, from a fresh Debian/Ubuntu machine: install Docker + the venv, build both images, then train on
+# The main job, from a fresh Debian/Ubuntu machine: install Docker + the venv, build the images, then train on
 # the embedded digits sample inside the train image exactly as SageMaker runs it (`docker run IMAGE train` on an
 # /opt/ml folder), and print how to serve the result.
 #   scripts/quickstart.sh            ML_DIR (default ./ml) receives input/, model/, checkpoints/, output/
@@ -30,7 +30,7 @@ if [ -z "${BASE_IMAGE:-}" ]; then
     bash docker/wheelhouse.sh --python-version 3.11 >/dev/null
   fi
 fi
-echo "quickstart: building imgclf-train:latest and imgclf-serve:latest on $BASE_IMAGE"
+echo "quickstart: building imgclf-train:latest, imgclf-serve:latest and imgclf-serve:cpu-latest on $BASE_IMAGE"
 BASE_IMAGE=$BASE_IMAGE bash scripts/build_push.sh --local
 
 rm -rf "$ML_DIR"
