@@ -262,6 +262,11 @@ class ShardStream(torch.utils.data.IterableDataset):
     def sample_count(self) -> int:
         return sum(len(keys) for keys in self.wanted.values())
 
+    def sample_keys(self) -> list[str]:
+        """The channel keys (shard/KEY, the same on every host) this process's stream reads in every pass: each
+        listed sample of its shards, once."""
+        return [sample_key(shard, key) for shard, keys in self.wanted.items() for key in keys]
+
     def batches(self, batch_size: int, workers: int, drop_last: bool = False) -> int:
         """Batches a DataLoader yields per pass: each worker batches its own shards (its last batch partial, or
         dropped with `drop_last`)."""

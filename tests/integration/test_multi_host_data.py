@@ -6,19 +6,23 @@ splits only its own share among its own ranks, the class list is the union of th
 different sizes still take as many steps. Pipe: refused with the cause in output/failure.
 
 Each rank logs per epoch how many train samples it draws and `sample_set_digest` of them; digests of disjoint
-sets add up (mod 2**64) to the digest of their union.
+sets add up (mod 2**64) to the digest of their union. Tar shards (`imgclf shard`) under FullyReplicated: split by
+global rank too, whole shards to each rank, so the hosts' shares are again disjoint and cover the channel.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
 from support.ports import free_port
 from support.training import FAST_HYPERPARAMETERS, drawn_shares, make_opt_ml, sagemaker_train
 
+from imgclf.cli import main
 from imgclf.training.loaders import sample_set_digest
 
 pytestmark = pytest.mark.integration
@@ -43,14 +47,16 @@ def _keys(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def _two_hosts(tmp_path: Path, trains: list[Path], valid: Path, input_config: dict) -> list[str]:
+def _two_hosts(
+    tmp_path: Path, trains: list[Path], valid: Path, input_config: dict, hyperparameters: dict = HYPERPARAMETERS
+) -> list[str]:
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
     procs = []
     for host, train in zip(HOSTS, trains, strict=True):
         base = make_opt_ml(
             tmp_path / host,
             {"train": train, "valid": valid},
-            HYPERPARAMETERS,
+            hyperparameters,
             hosts=HOSTS,
             current_host=host,
             input_config=input_config,
@@ -80,6 +86,52 @@ def test_fully_replicated_hosts_draw_disjoint_shares_that_cover_the_channel_ever
         # Disjoint and covering: the two digests add up to the whole channel's (a shared sample would count twice).
         assert (d1 + d2) % 2**64 == int(sample_set_digest(keys), 16), epoch
     assert "split by global rank" in outs[0]
+
+
+# What a rank reading shards logs once (imgclf.training.loaders._stream_loader).
+STREAM_LINE = re.compile(
+    r"host (algo-\d+) rank \d+ reads (\d+) sample\(s\) from its shards per epoch and trains on (\d+) batch\(es\) "
+    r"of up to (\d+)"
+)
+
+
+def _shard_keys(channel: Path) -> list[str]:
+    """shard/KEY of every image in a channel's shards, read from the tars themselves (not the trainer's index)."""
+    keys = []
+    for shard in sorted(channel.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            names = [m.name for m in tar.getmembers() if m.name.endswith((".png", ".jpg", ".jpeg", ".webp"))]
+        keys += [f"{shard.name}/{name.partition('.')[0]}" for name in names]
+    return keys
+
+
+def test_fully_replicated_hosts_stream_disjoint_shards_that_cover_the_channel_every_epoch(sample_data, tmp_path):
+    folder = tmp_path / "folder"
+    _slice(sample_data / "train", folder / "train", per_class=10)
+    _slice(sample_data / "valid", folder / "valid", per_class=5)
+    sharded = tmp_path / "shards"
+    # 10 shards of 10: five whole shards for each host's single process.
+    assert main(["shard", "--data", str(folder), "--out", str(sharded), "--shard-size", "10"]) == 0
+    # One DataLoader worker per host: the stream runs there, and the share is still logged by the training process.
+    hyperparameters = {**HYPERPARAMETERS, "batch-size": "16", "num-workers": "1"}
+    outs = _two_hosts(tmp_path, [sharded / "train", sharded / "train"], sharded / "valid", {}, hyperparameters)
+    keys = _shard_keys(sharded / "train")
+    assert len(keys) == 100
+    shares = _shares(outs)
+    for epoch in (1, 2):
+        (n1, d1), (n2, d2) = shares[(epoch, "algo-1")], shares[(epoch, "algo-2")]
+        assert n1 + n2 == len(keys), epoch
+        assert (d1 + d2) % 2**64 == int(sample_set_digest(keys), 16), epoch
+    # Each host streams all of its share every epoch, and trains on as many full batches as the other host: with
+    # one reader per host, drop_last leaves out less than one batch of each host's share.
+    streams = {host: tuple(map(int, rest)) for host, *rest in STREAM_LINE.findall("\n".join(outs))}
+    assert set(streams) == set(HOSTS), outs[0][-2000:]
+    (read1, steps1, batch), (read2, steps2, _) = streams["algo-1"], streams["algo-2"]
+    assert (read1, read2) == (shares[(1, "algo-1")][0], shares[(1, "algo-2")][0])
+    assert steps1 == steps2 > 0 and batch == 16
+    for read in (read1, read2):
+        assert steps1 * batch <= read < (steps1 + 1) * batch
+    assert (tmp_path / "algo-1" / "model" / "model.pt").is_file()
 
 
 def test_sharded_by_s3_key_hosts_read_all_of_their_own_share_and_agree_on_classes(sample_data, tmp_path):

@@ -179,16 +179,31 @@ def test_foreign_shards_json_labels_a_class_map_and_bad_samples_skipped_and_coun
     assert len(items) == 4 and items.count(None) == 1 and stream.bad == 1
 
 
+def _pixels_by_key(root: Path) -> dict[str, str]:
+    """shard/KEY -> pixel hash of every image in a channel's shards, read from the tars directly."""
+    found = {}
+    for shard in sorted(root.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".png"):
+                    image = Image.open(io.BytesIO(tar.extractfile(member).read()))
+                    found[f"{shard.name}/{member.name.partition('.')[0]}"] = _pixels(image)
+    return found
+
+
 def test_the_rank_split_gives_disjoint_sets_covering_everything(sample_data, tmp_path):
     assert shards.shards_for(list("abcdefg"), 1, 3) == ["b", "e"]
     src = _small_folder(sample_data, tmp_path / "src", per_class=10)
     shard_writer.convert(src, tmp_path / "out", shard_size=14)  # 100 images, 8 shards
     ch = channel_formats.load_channel(tmp_path / "out")
+    pixels = _pixels_by_key(tmp_path / "out")
     seen = []
     for rank in range(3):
         _, stream = _stream(tmp_path / "out", rank, 3, shuffle=True)
         seen.append(Counter(digest for digest, _ in stream))
         assert sum(seen[-1].values()) == stream.sample_count() > 0
+        # The keys a rank logs its epoch share by name exactly the images its stream yields.
+        assert Counter(pixels[key] for key in stream.sample_keys()) == seen[-1]
     assert sum(seen, Counter()) == Counter(_pixels(open_rgb(p)) for p in sorted(src.rglob("*.png")))
     assert all(not (seen[i].keys() & seen[j].keys()) for i in range(3) for j in range(i + 1, 3))
     with pytest.raises(UserError, match="8 shard"):

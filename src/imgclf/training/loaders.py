@@ -200,14 +200,29 @@ def sample_set_digest(keys: Iterable[str]) -> str:
     return f"{total % 2**64:016x}"
 
 
-def log_epoch_share(run: Run, loader: DataLoader, epoch: int) -> None:
-    """Under DDP, which train samples this rank draws in `epoch`: their count and `sample_set_digest` of their
-    paths relative to the channel."""
+def _epoch_keys(run: Run, loader) -> list[str] | None:
+    """The train sample keys, relative to the channel, this rank draws in the epoch the loader is set to; None
+    outside DDP."""
+    if isinstance(loader, shards.CappedLoader) and isinstance(loader.loader.dataset, shards.ShardStream):
+        # A stream reads every listed sample of its shards once per pass, only the order changes: the set is exact
+        # without seeing the samples (they are read in DataLoader workers). Hashing them each epoch costs far less
+        # than reading them.
+        return loader.loader.dataset.sample_keys() if run.layout.distributed else None
     sampler = loader.sampler
     if not isinstance(sampler, DistributedSampler) or not isinstance(loader.dataset, ImageDataset):
-        return
+        return None
     samples, root = loader.dataset.samples, os.path.join(run.cfg.train_dir, "")
-    keys = [samples[i][0].removeprefix(root) for i in sampler]
+    return [samples[i][0].removeprefix(root) for i in sampler]
+
+
+def log_epoch_share(run: Run, loader, epoch: int) -> None:
+    """Under DDP, which train samples this rank draws in `epoch`: their count and `sample_set_digest` of their keys
+    relative to the channel. For a shard stream, the samples its shards list (an image that then fails to decode
+    counts: this rank read it, no other did); of those, at most `_stream_loader`'s logged steps x batch size are
+    trained on, drop_last and the step count common to every rank leaving out the rest."""
+    keys = _epoch_keys(run, loader)
+    if keys is None:
+        return
     log.info(
         "epoch %d: host %s rank %d draws %d train sample(s), digest %s",
         epoch,
@@ -242,8 +257,16 @@ def _stream_loader(run: Run, samples, transform, source, train: bool):
     )
     steps = dataset.batches(run.hp.batch_size, run.workers, drop_last=train)
     if split:
-        log.info("Rank %d reads %d sample(s) from its shards", run.layout.rank, dataset.sample_count())
         steps = distributed.all_reduce_min(steps, run.layout)
+        log.info(
+            "train data: host %s rank %d reads %d sample(s) from its shards per epoch and trains on %d batch(es) "
+            "of up to %d (drop_last and the step count common to all ranks leave out the rest)",
+            run.layout.current_host,
+            run.layout.rank,
+            dataset.sample_count(),
+            steps,
+            run.hp.batch_size,
+        )
     return shards.CappedLoader(loader, steps)
 
 

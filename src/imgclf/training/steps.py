@@ -57,7 +57,7 @@ def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag) -> flo
     run.debug.mode("train")
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
-        log_epoch_share(run, loader, epoch)
+    log_epoch_share(run, loader, epoch)
     total, count = 0.0, 0
     bar = tqdm(
         total=len(loader),
