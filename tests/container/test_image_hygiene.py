@@ -120,14 +120,16 @@ def test_pretrained_weights_build_arg_bakes_a_loadable_file(images, tmp_path):
     # A URL (served from 127.0.0.1: the build fetches it from the daemon's network) is one of the two forms; the
     # baked file must load as the trainer's pretrained-weights and be torchvision's cache under its own name.
     import functools
+    import hashlib
     import http.server
     import threading
 
     import torch
     import torchvision
 
-    name = "resnet18-imgclftest.pth"
+    name = "resnet18-imgclftest.pth"  # not torchvision's hash-prefixed name: the build needs the sha256 given
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / name)
+    sha256 = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -136,7 +138,7 @@ def test_pretrained_weights_build_arg_bakes_a_loadable_file(images, tmp_path):
         url = f"http://127.0.0.1:{httpd.server_address[1]}/{name}"
         build = subprocess.run(
             [sm.DOCKER, "build", "-q", "-f", "Dockerfile.train", "-t", tag, "--build-arg", f"BASE_IMAGE={sm.TEST_BASE}",
-             "--build-arg", f"PRETRAINED_WEIGHTS={url}", "."],
+             "--build-arg", f"PRETRAINED_WEIGHTS={url}", "--build-arg", f"PRETRAINED_WEIGHTS_SHA256={sha256}", "."],
             cwd=sm.REPO, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True, timeout=1200,
         )  # fmt: skip
         assert build.returncode == 0, build.stderr[-3000:]
