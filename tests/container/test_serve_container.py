@@ -127,7 +127,9 @@ def test_a_tampered_artifact_stops_the_container_with_the_file_named(
     assert message in done.stderr, done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("arch", sorted(cd.RECIPES))
+# resnet18 only here: the unit and integration tiers cover every RECIPES arch; regnet_y_400mf's 200 training steps
+# would double this test's cost for no container-specific coverage.
+@pytest.mark.parametrize("arch", ["resnet18"])
 def test_an_explained_request_lights_up_the_corner_that_holds_the_digit(images, tmp_path, arch):
     """The issue's "done when", through the serve image: explain=gradcam as the Accept parameter (the form batch
     transform sends); the hottest cell of each map lies in the digit's quadrant."""

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 MEAN, STD = cd.MEAN, cd.STD
 
 
-@pytest.mark.parametrize(("arch", "layer"), [("resnet18", "layer4")])
+@pytest.mark.parametrize(("arch", "layer"), [("resnet18", "layer4"), ("regnet_y_400mf", "trunk_output")])
 def test_hottest_cell_lies_on_the_digit_in_every_corner(arch, layer):
     steps, lr = cd.RECIPES[arch]
     model = cd.trained(arch, steps, lr)
