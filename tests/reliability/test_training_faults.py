@@ -73,18 +73,17 @@ def test_corrupt_newest_checkpoint_warns_and_falls_back_to_the_previous_one(samp
     first = imgclf_train(*args, timeout=TRAIN_TIMEOUT)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = tmp_path / "run" / "ckpt"
-    newest = ckpt / "checkpoint-0002.pt"
-    assert newest.exists() and (ckpt / "checkpoint-0001.pt").exists()
-    # As a crash during epoch 3's sync leaves it: no checkpoint 3 yet, checkpoint 2 truncated. Same run (same
-    # hyperparameters and data), so its identity matches and the rerun resumes it.
-    (ckpt / "checkpoint-0003.pt").unlink()
+    newest = ckpt / "checkpoint-0003.pt"
+    assert newest.exists() and (ckpt / "checkpoint-0002.pt").exists()  # the two newest are kept
+    # As a crash during epoch 3's sync leaves it: checkpoint 3 truncated. Same run (same hyperparameters and data),
+    # so its identity matches and the rerun resumes it from checkpoint 2.
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
 
     rerun = imgclf_train(*args, timeout=TRAIN_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "checkpoint-0002.pt is unreadable" in rerun.stderr
-    assert "Resumed from checkpoint after epoch 1" in rerun.stdout
-    assert metric(rerun.stdout, "epoch") == [2, 3]
+    assert "checkpoint-0003.pt is unreadable" in rerun.stderr
+    assert "Resumed from checkpoint after epoch 2" in rerun.stdout
+    assert metric(rerun.stdout, "epoch") == [3]
 
 
 def test_a_finished_runs_checkpoint_completes_only_that_run_and_is_never_a_new_result(sample_data, tmp_path):
