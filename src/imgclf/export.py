@@ -41,6 +41,9 @@ from imgclf.serving.preprocess import Preprocessing, Preprocessor
 from imgclf.system import cpu_count
 
 log = logging.getLogger(__name__)
+# The exporter's optimiser logs every pass at INFO (a dozen lines per export in a training job's log): keep warnings.
+for _noisy in ("onnxscript", "onnx_ir"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
