@@ -12,7 +12,7 @@ import shutil
 import pytest
 from PIL import Image
 from support import containers as sm
-from support.training import FAST_HYPERPARAMETERS
+from support.training import FAST_HYPERPARAMETERS, sample_jpeg_bytes
 
 pytestmark = pytest.mark.container
 
@@ -39,13 +39,7 @@ def server(cpu_image, exported_model):
 
 
 def _jpegs(sample, per_class: int = 2) -> list[bytes]:
-    out = []
-    for class_dir in sorted((sample / "test").iterdir()):
-        for path in sorted(class_dir.iterdir())[:per_class]:
-            buf = io.BytesIO()
-            Image.open(path).convert("RGB").save(buf, "JPEG", quality=90)
-            out.append(buf.getvalue())
-    return out
+    return sample_jpeg_bytes(sample, per_class)
 
 
 def _eager_top1(model_dir, jpegs: list[bytes]) -> list[str]:

@@ -6,6 +6,7 @@ No test writes to the real /opt/ml: the SageMaker layout is built under tmp and 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -120,3 +121,16 @@ def break_weights_consistently(model_dir: Path) -> None:
     meta = json.loads(meta_path.read_text())
     meta[checksums.KEY] = checksums.record(model_dir, meta[checksums.KEY])
     meta_path.write_text(json.dumps(meta))
+
+
+def sample_jpeg_bytes(sample: Path, per_class: int) -> list[bytes]:
+    """The first `per_class` test images of each class of a sample tree, as JPEG bytes (the serving content type)."""
+    from PIL import Image
+
+    out = []
+    for class_dir in sorted((sample / "test").iterdir()):
+        for path in sorted(class_dir.iterdir())[:per_class]:
+            buf = io.BytesIO()
+            Image.open(path).convert("RGB").save(buf, "JPEG", quality=90)
+            out.append(buf.getvalue())
+    return out

@@ -3,12 +3,10 @@ imgclf.json, and `imgclf serve` with IMGCLF_ENGINE=onnx answers the same top-1 a
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
-from PIL import Image
-from support.training import FAST_HYPERPARAMETERS
+from support.training import FAST_HYPERPARAMETERS, sample_jpeg_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +27,7 @@ def exported_model(sample_data, tmp_path_factory):
 
 
 def _jpegs(sample_data, per_class: int = 3) -> list[bytes]:
-    out = []
-    for class_dir in sorted((sample_data / "test").iterdir()):
-        for path in sorted(class_dir.iterdir())[:per_class]:
-            buf = io.BytesIO()
-            Image.open(path).convert("RGB").save(buf, "JPEG", quality=90)
-            out.append(buf.getvalue())
-    return out
+    return sample_jpeg_bytes(sample_data, per_class)
 
 
 def _top1(server, jpegs: list[bytes]) -> list[str]:
