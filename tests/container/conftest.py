@@ -1,5 +1,10 @@
-"""Container tier: both images built from the working tree (or reused when newer than it), one training run in
+"""Container tier: the images built from the working tree (or reused when newer than it), one training run in
 the train image shared by the train and serve tests, and every container and registry started here removed.
+
+The serving tests run against both serve flavours (issue 13): `serve_image` is parametrized over the image with
+torch (imgclf-serve, the CUDA base by default) and the torch-free CPU image (imgclf-serve:cpu-TAG). The shared
+training run exports the validated ONNX engines (export-engines on, the default outside the fast test settings),
+so one model.tar.gz serves both, as it does on SageMaker.
 
 Missing prerequisites FAIL with the command that provides them (`bash scripts/docker_setup.sh`); nothing skips.
 """
@@ -45,6 +50,18 @@ def cpu_image(docker_ready) -> str:
     sm.remove_test_containers()
 
 
+# The serve flavours: the image with torch, and the torch-free CPU image (exported engines only).
+SERVE_FLAVOURS = ("torch", "cpu")
+
+
+@pytest.fixture(scope="session", params=SERVE_FLAVOURS)
+def serve_image(request) -> str:
+    """Each serve flavour's image in turn (the CPU image is built on first use)."""
+    if request.param == "cpu":
+        return request.getfixturevalue("cpu_image")
+    return request.getfixturevalue("images")["serve"]
+
+
 @pytest.fixture(scope="session")
 def container_sample(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("container-sample")
@@ -59,8 +76,9 @@ def sample_opt_ml(base: Path, sample_root: Path, overrides: dict[str, str] | Non
 
 @pytest.fixture(scope="session")
 def trained(images, container_sample, tmp_path_factory) -> sm.TrainResult:
-    """One real `docker run imgclf-train train` on a fake /opt/ml, shared by the train and serve tests."""
-    base = sample_opt_ml(tmp_path_factory.mktemp("opt-ml"), container_sample)
+    """One real `docker run imgclf-train train` on a fake /opt/ml, shared by the train and serve tests; it exports
+    the engines (what the CPU serve image needs), as a training job does by default."""
+    base = sample_opt_ml(tmp_path_factory.mktemp("opt-ml"), container_sample, {"export-engines": "true"})
     result = sm.train(base, images["train"], timeout=1800)
     print(f"\ncontainer tier: training run {result.seconds:.0f} s (exit {result.returncode})")
     return result

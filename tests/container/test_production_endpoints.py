@@ -6,6 +6,9 @@
   concurrency (5, `--serverless 3072:5`), every request is answered and the container is not OOM-killed.
 - Request metrics: `docker logs` holds bare EMF JSON lines (no MMS prefix), one per request batch, valid per the
   specification, with the dimensions deploy sets (IMGCLF_ENDPOINT_NAME / IMGCLF_ENDPOINT_VARIANT).
+
+Each runs against both serve flavours (`serve_image`: the image with torch and the torch-free CPU image, the one
+a serverless endpoint would use).
 """
 
 from __future__ import annotations
@@ -69,16 +72,16 @@ def big_npy() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def serverless_sized(images, served_model):
+def serverless_sized(serve_image, served_model):
     """The real-time defaults, under the serverless memory size, with the metrics' dimensions deploy sets."""
     env = {"IMGCLF_ENDPOINT_NAME": "ep-test", "IMGCLF_ENDPOINT_VARIANT": "AllTraffic"}
     docker_args = ("--memory", f"{SERVERLESS_MB}m", "--memory-swap", f"{SERVERLESS_MB}m")
-    with sm.serve(served_model, images["serve"], env=env, docker_args=docker_args) as server:
+    with sm.serve(served_model, serve_image, env=env, docker_args=docker_args) as server:
         yield server
 
 
-def test_async_payload_setting_accepts_a_body_far_above_the_realtime_limit(images, served_model, big_npy):
-    with sm.serve(served_model, images["serve"], env={"SAGEMAKER_MAX_PAYLOAD_IN_MB": "200"}) as server:
+def test_async_payload_setting_accepts_a_body_far_above_the_realtime_limit(serve_image, served_model, big_npy):
+    with sm.serve(served_model, serve_image, env={"SAGEMAKER_MAX_PAYLOAD_IN_MB": "200"}) as server:
         status, answer = post_large(server.url, big_npy, "application/x-npy")
     assert status == 200, answer[:500]
     assert b'"predictions"' in answer

@@ -1,6 +1,9 @@
 """`docker run imgclf-serve serve` with the model the train container wrote (model.tar.gz, unpacked as SageMaker
 does), on a published 127.0.0.1 port: /ping, real images, bad inputs, SIGTERM; a tampered artifact refused; and
-Grad-CAM maps that light up a digit pasted into a corner (a model trained for seconds, support/corner_digits.py)."""
+Grad-CAM maps that light up a digit pasted into a corner (a model trained for seconds, support/corner_digits.py).
+
+Everything but Grad-CAM runs against both serve flavours (`serve_image`: the image with torch and the torch-free
+CPU image); explanations need torch, and the CPU image's refusal of them is in test_serve_cpu_container.py."""
 
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ def _sample_images(sample, per_class: int = 3) -> list[tuple[bytes, str]]:
 
 
 @pytest.fixture(scope="module")
-def server(images, served_model):
-    with sm.serve(served_model, images["serve"]) as srv:
+def server(serve_image, served_model):
+    with sm.serve(served_model, serve_image) as srv:
         print(f"\nserve container: docker run -> /ping 200 in {srv.started_s:.1f} s")
         yield srv
 
@@ -67,17 +70,17 @@ def test_bad_input_is_a_client_error_and_the_server_keeps_answering(server, body
     assert server.ping() == 200
 
 
-def test_sigterm_stops_the_server_in_seconds(images, served_model):
-    with sm.serve(served_model, images["serve"]) as srv:
+def test_sigterm_stops_the_server_in_seconds(serve_image, served_model):
+    with sm.serve(served_model, serve_image) as srv:
         code, seconds = sm.stop(srv.name, timeout_s=30)
     print(f"\nserve container: docker stop -> exit {code} in {seconds:.1f} s")
     assert seconds < 10, f"took {seconds:.1f} s to stop (SIGKILL comes at 30 s): SIGTERM did not stop the server"
     assert code != 137, "killed, not stopped"
 
 
-def test_bind_to_port_is_honoured(images, served_model):
+def test_bind_to_port_is_honoured(serve_image, served_model):
     # The accept-bind-to-port label promises this: SageMaker picks the port through SAGEMAKER_BIND_TO_PORT.
-    with sm.serve(served_model, images["serve"], env={"SAGEMAKER_BIND_TO_PORT": "9090"}, container_port=9090) as srv:
+    with sm.serve(served_model, serve_image, env={"SAGEMAKER_BIND_TO_PORT": "9090"}, container_port=9090) as srv:
         assert srv.ping() == 200
 
 
@@ -116,13 +119,13 @@ def _one_more_class(path) -> None:  # imgclf.json holds the checksums, not its o
     ids=["model-pt-one-byte", "index-to-name-swapped", "imgclf-json-class-count"],
 )
 def test_a_tampered_artifact_stops_the_container_with_the_file_named(
-    images, small_artifact, tmp_path, name, tamper, message
+    serve_image, small_artifact, tmp_path, name, tamper, message
 ):
     # Issue 12: refused before MMS starts (in seconds, not after SAGEMAKER_STARTUP_TIMEOUT), the reason in the log.
     model = tmp_path / "model"
     shutil.copytree(small_artifact, model)
     tamper(model / name)
-    done = sm.serve_until_exit(model, images["serve"], timeout=120)
+    done = sm.serve_until_exit(model, serve_image, timeout=120)
     assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
     assert message in done.stderr, done.stderr[-2000:]
 

@@ -1,5 +1,6 @@
 """Container fuzz of the request budget (issue 12): every hostile class of tests/hostile_payloads.py, plus chunked
-bodies and slow-loris clients, against `docker run --memory 3g IMAGE serve` with a 224-px model.
+bodies and slow-loris clients, against `docker run --memory 3g IMAGE serve` with a 224-px model, for both serve
+flavours (the image with torch, serving eager; the torch-free CPU image, serving the exported ONNX).
 
 Asserted: every answer is 4xx, or 200 for the valid classes; no worker restarts (the MMS worker PIDs are the same
 at the end, the log has no "Worker died"); each request's peak worker RSS growth (VmHWM, reset before every
@@ -87,11 +88,20 @@ class Monitor:
         self.proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module", params=("torch", "cpu"))
+def flavour(request) -> str:
+    """The serve flavour fuzzed: the image with torch (eager) and the torch-free CPU image (the exported ONNX)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def serve_image() -> str:
+def serve_image(flavour) -> str:
     problem = sm.docker_problem()
     if problem:
         pytest.fail(problem, pytrace=False)
+    if flavour == "cpu":
+        sm.ensure_cpu_image()
+        return sm.SERVE_CPU_IMAGE
     image = os.environ.get("IMGCLF_FUZZ_SERVE_IMAGE")
     if image:
         if sm.image_created(image) is None:
@@ -102,9 +112,16 @@ def serve_image() -> str:
 
 
 @pytest.fixture(scope="module")
-def model_224(tmp_path_factory) -> Path:
+def model_224(flavour, sample_data, tmp_path_factory) -> Path:
+    """A 224-px ResNet-18 (random weights); for the CPU image with its ONNX engine exported and validated (on the
+    sample's validation images, upscaled: agreement with eager is what the export checks)."""
     out = tmp_path_factory.mktemp("fuzz-model")
     save_artifact(build_model("resnet18", 10), ModelMeta.for_training("resnet18", 10, 224), list("abcdefghij"), out)
+    if flavour == "cpu":
+        from imgclf.export import export_engines
+
+        kept = export_engines(out, sample_data / "valid", candidates=("onnx",), max_valid=40, latency_runs=3)
+        assert "onnx" in kept["engines"], kept
     for path in [out, *out.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return out
