@@ -2,6 +2,9 @@
 
 One server for the module (MMS refuses to start beside another MMS on the host: we wait for others to finish).
 The artifact is a generated ResNet-18 at 64 px, so the fuzz and load phases stay within the tier's time.
+
+Both serve flavours (support.served.FLAVOUR_ENV): eager with torch, and torch-free on the exported ONNX engine as
+in the CPU image. The load and fuzz budgets are split between them, so the tier takes the time it took for one.
 """
 
 from __future__ import annotations
@@ -21,18 +24,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import VENV_BIN
 from support.reliability import loadgen
+from support.served import FLAVOUR_ENV
 
 pytestmark = pytest.mark.reliability
 
-LOAD_SECONDS = float(os.environ.get("IMGCLF_RELIABILITY_LOAD_S", "60"))
-FUZZ_EXAMPLES = int(os.environ.get("IMGCLF_RELIABILITY_FUZZ", "1000"))
+# The whole tier's budgets, shared by the flavours.
+LOAD_SECONDS = float(os.environ.get("IMGCLF_RELIABILITY_LOAD_S", "60")) / len(FLAVOUR_ENV)
+FUZZ_EXAMPLES = int(os.environ.get("IMGCLF_RELIABILITY_FUZZ", "1000")) // len(FLAVOUR_ENV)
 
 
 # ---- the server -----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", params=tuple(FLAVOUR_ENV))
+def flavour(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
+def artifact(flavour, sample_data, tmp_path_factory):
+    """The generated model; for the torch-free flavour with its ONNX engine exported and validated."""
     import torch
 
     from imgclf.artifact import ModelMeta, save_artifact
@@ -42,16 +53,21 @@ def artifact(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("resnet18", 10, "none")
     save_artifact(model, ModelMeta.for_training("resnet18", 10, 64), [str(i) for i in range(10)], out)
+    if flavour == "torch-free":
+        from imgclf.export import export_engines
+
+        kept = export_engines(out, sample_data / "valid", candidates=("onnx",), max_valid=40, latency_runs=3)
+        assert "onnx" in kept["engines"], kept
     return out
 
 
 @pytest.fixture(scope="module")
-def server(artifact, tmp_path_factory):
+def server(artifact, flavour, tmp_path_factory):
     loadgen.wait_for_no_mms(300)
     port = loadgen.free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     cmd = [str(VENV_BIN / "imgclf"), "serve", "--model-dir", str(artifact), "--port", str(port), "--host", "127.0.0.1"]
-    proc = loadgen.start_server(cmd, str(log))
+    proc = loadgen.start_server(cmd, str(log), env=FLAVOUR_ENV[flavour])
     try:
         deadline = time.monotonic() + 180
         while loadgen.ping(port) != 200:

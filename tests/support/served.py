@@ -13,8 +13,16 @@ from pathlib import Path
 
 import psutil
 
-from support import VENV_BIN
+from support import REPO, VENV_BIN
 from support.ports import free_port
+
+# The serve flavours, as environments of `imgclf serve` on the host: "torch" serves model.pt eagerly (the image
+# with torch on a GPU); "torch-free" makes torch unimportable in the server and its MMS workers
+# (support/torch_free/sitecustomize.py), as in the CPU image, and serves the exported engine auto chooses.
+FLAVOUR_ENV = {
+    "torch": {"IMGCLF_ENGINE": "eager"},
+    "torch-free": {"PYTHONPATH": str(REPO / "tests" / "support" / "torch_free"), "IMGCLF_ENGINE": "auto"},
+}
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 60):

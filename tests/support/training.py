@@ -123,6 +123,18 @@ def break_weights_consistently(model_dir: Path) -> None:
     meta_path.write_text(json.dumps(meta))
 
 
+def break_exported_engine_consistently(model_dir: Path) -> None:
+    """The torch-free counterpart of `break_weights_consistently`: model.onnx that cannot load, recorded in
+    imgclf.json as the validated onnx engine with its true sha256, so only the worker's load fails."""
+    from imgclf.checksums import sha256_file
+    from imgclf.export import save_record
+
+    onnx = model_dir / "model.onnx"
+    onnx.write_bytes(b"corrupt graph")
+    entry = {"file": onnx.name, "sha256": sha256_file(onnx), "agreement": 1.0, "accuracy": 1.0, "p50_ms": 1.0}
+    save_record(model_dir, {"eager": {"p50_ms": 2.0}, "engines": {"onnx": entry}, "rejected": {}})
+
+
 def sample_jpeg_bytes(sample: Path, per_class: int) -> list[bytes]:
     """The first `per_class` test images of each class of a sample tree, as JPEG bytes (the serving content type)."""
     from PIL import Image

@@ -2,6 +2,12 @@
 
 The model is trained once per session on the embedded digits with the real trainer (`imgclf.training.fit`);
 IMGCLF_TEST_SERVING_MODEL=/path/to/model reuses an artifact you trained before (e.g. with `imgclf train`).
+
+Every server runs in both serve flavours (issue 13), the `flavour` fixture: "torch" serves model.pt with the eager
+engine (what the image with torch does on a GPU), "torch-free" runs `imgclf serve` and its MMS workers with torch
+unimportable (support.served.FLAVOUR_ENV), as the CPU image does, on the exported ONNX engine (engine
+auto). The model is trained with export-engines on so both can serve it. A module whose subject needs torch
+(explanations, TorchServe, the engine comparison) overrides `flavour` with the torch one only.
 """
 
 from __future__ import annotations
@@ -10,11 +16,23 @@ import os
 from pathlib import Path
 
 import pytest
-from support.served import Served
+from support.served import FLAVOUR_ENV, Served
 from support.training import FAST_HYPERPARAMETERS
 
-# The trainer settings that fit the digits sample fast (random init, 32 px); 3 epochs reach ~85-98 %.
-TRAIN_SETTINGS = FAST_HYPERPARAMETERS
+# The trainer settings that fit the digits sample fast (random init, 32 px); 3 epochs reach ~85-98 %; the engines
+# exported (and validated) at the end, as a training job does by default, for the torch-free flavour.
+TRAIN_SETTINGS = {**FAST_HYPERPARAMETERS, "export-engines": "true"}
+
+
+@pytest.fixture(scope="module", params=tuple(FLAVOUR_ENV))
+def flavour(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def flavour_env(flavour) -> dict[str, str]:
+    """The environment that makes `imgclf serve` (and its workers) run as the flavour does."""
+    return FLAVOUR_ENV[flavour]
 
 
 @pytest.fixture(scope="session")
@@ -35,12 +53,12 @@ def trained_model(sample_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def serve(tmp_path):
-    """Factory: serve(model_dir, *args, env=...) -> started Served; all are cleaned up after the test."""
+def serve(tmp_path, flavour_env):
+    """Factory: serve(model_dir, *args, env=...) -> started Served in the flavour; all are cleaned up after the test."""
     started: list[Served] = []
 
     def _serve(model_dir, *args, env=None) -> Served:
-        s = Served(model_dir, tmp_path / f"serve-{len(started)}.log", *args, env=env).start()
+        s = Served(model_dir, tmp_path / f"serve-{len(started)}.log", *args, env={**flavour_env, **(env or {})}).start()
         started.append(s)
         return s
 
@@ -50,9 +68,9 @@ def serve(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def server(trained_model, tmp_path_factory):
-    """One healthy single-model server (1 worker, no micro-batching) shared by a module's tests."""
-    s = Served(trained_model, tmp_path_factory.mktemp("serve") / "serve.log").start()
+def server(trained_model, tmp_path_factory, flavour_env):
+    """One healthy single-model server (1 worker, no micro-batching) in the flavour, shared by a module's tests."""
+    s = Served(trained_model, tmp_path_factory.mktemp("serve") / "serve.log", env=flavour_env).start()
     s.wait_healthy()
     yield s
     s.cleanup()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.training import FAST_HYPERPARAMETERS, sample_jpeg_bytes
+from support.training import sample_jpeg_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -15,15 +15,15 @@ pytest.importorskip("onnxscript")
 
 
 @pytest.fixture(scope="module")
-def exported_model(sample_data, tmp_path_factory):
-    """The real trainer with the engine export on (its default; the shared test settings turn it off)."""
-    from imgclf.hyperparameters import Hyperparameters
-    from imgclf.training import RunConfig, fit
+def flavour() -> str:
+    """The comparison sets IMGCLF_ENGINE itself, in the image with torch (both engines must be loadable)."""
+    return "torch"
 
-    out = tmp_path_factory.mktemp("exported") / "model"
-    hp = Hyperparameters.from_mapping({**FAST_HYPERPARAMETERS, "export-engines": "true"})
-    fit(hp, RunConfig(train_dir=sample_data / "train", model_dir=out, valid_dir=sample_data / "valid"))
-    return out
+
+@pytest.fixture(scope="module")
+def exported_model(trained_model):
+    """The tier's model: trained with the engine export on (conftest.TRAIN_SETTINGS), as a job does by default."""
+    return trained_model
 
 
 def _jpegs(sample_data, per_class: int = 3) -> list[bytes]:

@@ -21,6 +21,13 @@ pytestmark = pytest.mark.integration
 EXPLAIN = {"X-Amzn-SageMaker-Custom-Attributes": "explain=gradcam"}
 
 
+@pytest.fixture(scope="module")
+def flavour() -> str:
+    """Explanations need torch: the torch flavour only (the torch-free refusal, a 4xx naming the image that has
+    them, is tests/unit/serving/test_torch_free_serving.py and tests/container/test_serve_cpu_container.py)."""
+    return "torch"
+
+
 def digit_png(sample_data, digit: int) -> bytes:
     return sorted((sample_data / "test" / str(digit)).glob("*.png"))[0].read_bytes()
 

@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 from support.served import http
-from support.training import break_weights_consistently
+from support.training import break_exported_engine_consistently, break_weights_consistently
 
 from imgclf.artifact import ModelMeta, save_artifact
 from imgclf.model import build_model
@@ -69,10 +69,12 @@ def test_multi_model_endpoint_registers_only_directories_under_its_store(serve, 
     assert http("GET", s.url + "/ping")[0] == 200
 
 
-def test_a_model_that_never_loads_ends_the_server_after_the_startup_timeout(serve, tmp_path):
+def test_a_model_that_never_loads_ends_the_server_after_the_startup_timeout(serve, tmp_path, flavour):
     broken = tmp_path / "broken"
     save_artifact(build_model("resnet18", 2), ModelMeta.for_training("resnet18", 2, 32), ["a", "b"], broken)
     break_weights_consistently(broken)
+    if flavour == "torch-free":
+        break_exported_engine_consistently(broken)
     s = serve(broken, env={"SAGEMAKER_STARTUP_TIMEOUT": "15"})
     started = time.monotonic()
     while s.proc.poll() is None and time.monotonic() - started < 120:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from support.served import http
-from support.training import break_weights_consistently
+from support.training import break_exported_engine_consistently, break_weights_consistently
 
 from imgclf.artifact import ModelMeta, save_artifact
 from imgclf.model import build_model
@@ -45,10 +45,12 @@ def test_concurrent_requests_share_one_forward_pass_then_sigterm_leaves_no_proce
     assert s.alive_pids() == [], "processes left after SIGTERM"
 
 
-def test_a_model_that_cannot_load_never_opens_the_port(serve, tmp_path):
+def test_a_model_that_cannot_load_never_opens_the_port(serve, tmp_path, flavour):
     broken = tmp_path / "broken"
     save_artifact(build_model("resnet18", 2), ModelMeta.for_training("resnet18", 2, 32), ["a", "b"], broken)
     break_weights_consistently(broken)
+    if flavour == "torch-free":
+        break_exported_engine_consistently(broken)
     s = serve(broken)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and "could not load the model" not in s.output():
