@@ -6,6 +6,7 @@ from support.localmode import (  # noqa: F401  (fixtures pytest collects from th
     localmode_lock,
     serve_image,
     small_sample,
+    torch_serve_image,
     train_image,
     trained_model,
 )

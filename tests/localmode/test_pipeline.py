@@ -145,7 +145,7 @@ def test_register_arguments_create_a_pending_version_in_moto_that_approve_approv
 
 
 def test_local_pipeline_registers_a_model_above_the_gate_and_fails_below_it(
-    localmode, train_image, serve_image, small_sample, moto
+    localmode, train_image, torch_serve_image, small_sample, moto
 ):
     """One pipeline, two executions: threshold 0.0 (any model passes) and 1.01 (none can)."""
     started = time.monotonic()

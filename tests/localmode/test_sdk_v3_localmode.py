@@ -12,7 +12,7 @@ pytestmark = pytest.mark.localmode
 
 
 def test_v3_model_trainer_local_container_trains_and_v3_local_endpoint_answers(
-    localmode, train_image, serve_image, sample_data, small_sample, tmp_path
+    localmode, train_image, torch_serve_image, sample_data, small_sample, tmp_path
 ):
     labels = jpeg_samples(sample_data, tmp_path / "jpegs", per_class=1)
     result, output, seconds = localmode.driver(
@@ -21,7 +21,7 @@ def test_v3_model_trainer_local_container_trains_and_v3_local_endpoint_answers(
         args={
             "workdir": str(localmode.workdir / "sagemaker-local"),
             "train_image": train_image,
-            "serve_image": serve_image,
+            "serve_image": torch_serve_image,
             "hyperparameters": CONTAINER_HYPERPARAMETERS,
             "channels": {name: str(small_sample / name) for name in ("train", "valid")},
             "images": list(labels),

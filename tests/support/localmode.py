@@ -36,7 +36,8 @@ LOCK_FILE = Path(os.environ.get("IMGCLF_LOCALMODE_LOCK", "/tmp/imgclf-localmode.
 RESULT_MARK = "IMGCLF_RESULT "
 SDK_VENVS = {2: REPO / ".venv-sdk2", 3: REPO / ".venv-sdk3"}
 # The same fast settings as the other tiers, 2 epochs (the native run that serving and tuner tests share).
-LOCAL_HYPERPARAMETERS = {**FAST_HYPERPARAMETERS, "epochs": "2"}
+# Exported engines (the default outside the fast test settings): the CPU serve image serves only those.
+LOCAL_HYPERPARAMETERS = {**FAST_HYPERPARAMETERS, "epochs": "2", "export-engines": "true"}
 # Container fits prove the SageMaker mechanics (channels, metric lines, DDP, model.tar.gz), not accuracy: one
 # epoch on a slice of the sample. On a shared 2-core machine a container epoch has taken minutes.
 CONTAINER_HYPERPARAMETERS = {**FAST_HYPERPARAMETERS, "epochs": "1"}
@@ -101,8 +102,19 @@ def train_image(docker_ready) -> str:
     return _require_image(TRAIN_IMAGE)
 
 
+@pytest.fixture(scope="session", params=("torch", "cpu"))
+def serve_image(request, docker_ready) -> str:
+    """Both serve flavours in turn (issue 13): the image with torch and the torch-free CPU image; `trained_model`
+    is exported, so either serves it."""
+    if request.param == "cpu":
+        containers.ensure_cpu_image()
+        return _require_image(containers.SERVE_CPU_IMAGE)
+    return _require_image(SERVE_IMAGE)
+
+
 @pytest.fixture(scope="session")
-def serve_image(docker_ready) -> str:
+def torch_serve_image(docker_ready) -> str:
+    """The image with torch alone: for a test whose model is trained in the job without the engine export."""
     return _require_image(SERVE_IMAGE)
 
 
