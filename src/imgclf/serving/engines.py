@@ -92,8 +92,12 @@ class Runtimes:
     onnx_cuda: bool = False  # ONNX Runtime's CUDA provider
 
     @classmethod
-    def installed(cls) -> Runtimes:
-        return cls(runtime_installed(EAGER), runtime_installed(ONNX), onnx_cuda_available())
+    def installed(cls, device: str = "cpu") -> Runtimes:
+        """What is installed; the CUDA provider is looked for only for a CUDA device (it imports onnxruntime,
+        which an eager worker on a CPU never needs in memory)."""
+        return cls(
+            runtime_installed(EAGER), runtime_installed(ONNX), device.startswith("cuda") and onnx_cuda_available()
+        )
 
     def can_run(self, name: str, device: str) -> bool:
         if name == FP16:
@@ -261,7 +265,7 @@ def choose_engine(requested: str, record: dict | None, device: str = "cpu", runt
     requested = (requested or "auto").strip().lower()
     if requested not in REQUESTS:
         raise ValueError(f"Unknown engine {requested!r}; one of {', '.join(REQUESTS)}")
-    runtimes = runtimes or Runtimes.installed()
+    runtimes = runtimes or Runtimes.installed(device)
     kept = validated(record)
     runnable = {n: r for n, r in kept.items() if n in ENGINE_NAMES and runtimes.can_run(n, device)}
     if requested == "auto":

@@ -87,9 +87,9 @@ FRONTEND_RESERVE_MB = 1024  # the Java front-end and the OS
 # One worker's RSS, measured by benchmarks/worker_memory_bench.py (ResNet-18 and -50, one 224 px request; NOTES.md
 # "Worker memory"): the runtime imported with no model, then the growth per MB of the engine's file.
 WORKER_BASE_MB = 700  # torch + torchvision imported (680 measured)
-WORKER_WEIGHT_COPIES = 2  # eager: + 1.9-2.1x model.pt
-ONNX_WORKER_BASE_MB = 100  # onnxruntime, torch never imported: 63 measured, + ~40 per session whatever its size
-ONNX_WORKER_WEIGHT_COPIES = 3  # onnx / int8: + 2.2-2.4x the .onnx file beyond that
+WORKER_WEIGHT_COPIES = 2  # eager: + 1.8-1.9x model.pt
+ONNX_WORKER_BASE_MB = 100  # onnxruntime, torch never imported: 63 measured, + ~45 per session whatever its size
+ONNX_WORKER_WEIGHT_COPIES = 3  # onnx / int8: + ~2.5x the .onnx file beyond that
 
 PACKAGED_MMS_JAR = Path(__file__).resolve().with_name("imgclf-mms.jar")  # package data
 

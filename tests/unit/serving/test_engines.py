@@ -246,3 +246,16 @@ def test_engines_and_preprocess_import_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_choosing_on_a_cpu_does_not_import_onnxruntime():
+    """The CUDA provider is looked for only for a CUDA device: an eager CPU worker keeps onnxruntime out of memory."""
+    code = (
+        "import sys\n"
+        "from imgclf.serving import engines\n"
+        "assert engines.choose_engine('auto', None, 'cpu') == 'eager'\n"
+        "print('onnxruntime' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
