@@ -53,6 +53,7 @@ from imgclf.serving.engines import (
     RECORD_KEY,
     EagerEngine,
     OnnxEngine,
+    onnx_cuda_available,
 )
 from imgclf.serving.preprocess import Preprocessing, Preprocessor
 from imgclf.system import cpu_count
@@ -342,10 +343,8 @@ def export_engines(
             else:
                 rejected[FP16] = reason
                 log.warning("Engine fp16 not kept: %s", reason)
-        if ONNX in kept:
-            onnx_gpu = OnnxEngine.load(model_dir / ONNX_FILE, ONNX, device)
-            if onnx_gpu.device != "cpu":  # ONNX Runtime has its CUDA provider here
-                gpu_engines[ONNX] = onnx_gpu.predict
+        if ONNX in kept and onnx_cuda_available():  # onnxruntime-gpu: onnx runs on the GPU too
+            gpu_engines[ONNX] = OnnxEngine.load(model_dir / ONNX_FILE, ONNX, device).predict
     elif FP16 in candidates:
         rejected[FP16] = "needs a CUDA device: this export ran on the CPU (export on a GPU instance to validate it)"
         log.info("Engine fp16 not a candidate: %s", rejected[FP16])
