@@ -1,6 +1,6 @@
 """Engines side by side in one run: eager PyTorch vs ONNX Runtime fp32 vs int8, with and without preprocessing.
 
-    python benchmarks/engine_bench.py [--model-dir DIR | --epochs N] [--out benchmarks/results/engines.json]
+    python benchmarks/engine_bench.py [--model-dir DIR | --epochs N] [--device cuda] [--out results/engines.json]
 
 Without --model-dir it trains ResNet-18 at 224 px on the embedded digits with `imgclf train` (random init,
 FAST settings otherwise), then runs `imgclf.export.export_engines` on it (validation: the digits valid split,
@@ -9,6 +9,10 @@ calibration: train). Every path is timed in interleaved rounds (one call of each
     engine          the forward pass alone on a preprocessed (1, 3, 224, 224) tensor
     + preprocess    JPEG bytes -> decode -> RGB -> resize/crop/normalise -> forward -> probabilities
                     eager+torchvision is today's handler path; the others use imgclf.serving.preprocess (numpy)
+
+--device cuda (a GPU machine): the export runs there (fp16 validated, engines timed on CUDA too: the record's
+cuda_p50_ms) and the engines below run on the GPU: eager fp32 channels_last, fp16 when kept, onnx / int8 on ONNX
+Runtime's CUDA provider when onnxruntime-gpu is installed (else on the CPU, which the output's "device" says).
 
 Draft mode: top-1 agreement of the eager model and the mean pixel difference with draft on vs off, on the
 validation images upscaled to large JPEGs (where draft applies), and its latency on one large JPEG.
@@ -85,6 +89,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1, help="Epochs for the sample model (0: random init).")
     parser.add_argument("--runs", type=int, default=100, help="Timed rounds per path.")
     parser.add_argument("--threads", type=int, help="Intra-op threads (default: all CPUs).")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the engines run and are timed.")
     parser.add_argument("--draft-images", type=int, default=200, help="Validation images for the draft check.")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "engines.json")
     args = parser.parse_args()
@@ -98,6 +103,7 @@ def main() -> int:
     from imgclf.sample_data import write_sample_data
     from imgclf.serving.decoders import decode_image
     from imgclf.serving.engines import EagerEngine, OnnxEngine
+    from imgclf.serving.limits import RequestLimits
     from imgclf.serving.preprocess import Preprocessing, Preprocessor, open_for_model
     from imgclf.system import cpu_count
 
@@ -115,13 +121,17 @@ def main() -> int:
         print(f"sample model ({args.epochs} epochs) in {time.monotonic() - started:.0f} s", flush=True)
 
     started = time.monotonic()
-    record = export_engines(model_dir, data / "valid", data / "train", threads=threads)
+    record = export_engines(model_dir, data / "valid", data / "train", threads=threads, device=args.device)
     export_s = time.monotonic() - started
     meta = load_meta(model_dir)
     torch.set_num_threads(threads)
-    engines = {"eager": EagerEngine.load(model_dir, threads=threads)}
+    engines = {"eager": EagerEngine.load(model_dir, args.device, threads=threads)}
     for name, entry in record["engines"].items():
-        engines[name] = OnnxEngine.load(model_dir / entry["file"], name, threads=threads)
+        if name == "fp16":
+            engines[name] = EagerEngine.load(model_dir, args.device, threads=threads, half=True)
+        else:
+            engines[name] = OnnxEngine.load(model_dir / entry["file"], name, args.device, threads=threads)
+    devices = {name: engine.device for name, engine in engines.items()}
 
     exact = Preprocessor(Preprocessing.from_meta(meta), draft=False)
     drafted = Preprocessor(Preprocessing.from_meta(meta), draft=True)
@@ -130,11 +140,11 @@ def main() -> int:
     one_jpeg = jpeg_bytes(upscaled(valid[0][0], (320, 240), 0))  # ~ a 224 px request
     big_jpeg = jpeg_bytes(upscaled(valid[0][0], (2048, 1536), 0))
     tensor = exact(open_rgb(valid[0][0]))[None]
-    max_pixels = 10**9
+    limits = RequestLimits()  # the server's default request budget (a 2048 px JPEG is well within it)
 
     def request(engine, data_bytes, pre):
         def run():
-            img = decode_image(data_bytes, max_pixels)
+            img = decode_image(data_bytes, limits)
             return engine.predict(pre(img)[None])
 
         return run
@@ -147,9 +157,8 @@ def main() -> int:
 
     def request_torchvision(data_bytes):
         def run():
-            img = decode_image(data_bytes, max_pixels)
-            with torch.inference_mode():
-                return torch.softmax(engines["eager"].model(tv(img)[None]), dim=1).numpy()
+            img = decode_image(data_bytes, limits)
+            return engines["eager"].predict(tv(img)[None].numpy())
 
         return run
 
@@ -182,11 +191,13 @@ def main() -> int:
     )
     distinct = len(set(eager_top1.tolist()))
 
-    sizes = {"eager": record["eager"]["size_bytes"]} | {n: e["size_bytes"] for n, e in record["engines"].items()}
+    sizes = {"eager": record["eager"]["size_bytes"]}
+    sizes |= {n: e["size_bytes"] for n, e in record["engines"].items() if "size_bytes" in e}
     base = float(np.percentile(timings["eager"], 50))
     base_request = float(np.percentile(timings["eager+torchvision (today)"], 50))
     rows = []
     print(f"\nthreads {threads}, runs {args.runs}, export {export_s:.0f} s; rejected: {record['rejected'] or 'none'}")
+    print(f"devices: {devices}")
     print(f"{'path':34} {'p50 ms':>8} {'p95 ms':>8} {'x eager':>8} {'x today':>8}")
     for name, t in timings.items():
         p50, p95 = float(np.percentile(t, 50)), float(np.percentile(t, 95))
@@ -197,7 +208,8 @@ def main() -> int:
     print("engine   agreement  accuracy  size MB")
     print(f"eager    {1:9.4f}  {record['eager']['accuracy']:8.4f}  {sizes['eager'] / 1e6:7.1f}")
     for name, entry in record["engines"].items():
-        print(f"{name:8} {entry['agreement']:9.4f}  {entry['accuracy']:8.4f}  {entry['size_bytes'] / 1e6:7.1f}")
+        size_mb = entry.get("size_bytes", sizes["eager"]) / 1e6  # fp16 runs model.pt
+        print(f"{name:8} {entry['agreement']:9.4f}  {entry['accuracy']:8.4f}  {size_mb:7.1f}")
     print(
         f"\ndraft mode on {draft['images']} 2048x1536 JPEGs: top-1 agreement {draft['top1_agreement']:.4f}, "
         f"mean |diff| {draft['mean_abs_diff_levels']:.2f} pixel levels"
@@ -205,6 +217,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "threads": threads,
+        "device": args.device,
+        "engine_devices": devices,
         "runs": args.runs,
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg(),

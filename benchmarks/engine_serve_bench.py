@@ -6,7 +6,10 @@
 DIR is an exported model (`imgclf export`, or trained with export-engines on); without --model-dir a ResNet-18 at
 224 px (random init: the engines' cost does not depend on the weights) is built and exported on the digits sample.
 
-Engines: `imgclf serve` (default workers) with IMGCLF_ENGINE=eager, onnx, int8 in turn, one server at a time, the
+On a GPU machine the export runs on CUDA (fp16 validated, engines timed there) and `imgclf serve` puts one worker
+on each GPU, so the same command measures the GPU engines; "auto" in the output says what auto picks on cpu / cuda.
+
+Engines: `imgclf serve` (default workers) with IMGCLF_ENGINE=eager, fp16, onnx, int8 in turn, one server at a time, the
 engines interleaved round by round so that a busy machine slows them alike; per engine the median over rounds of
 p50/p95 latency with 1 client (sequential requests, one 224 px JPEG) and req/s with 1 and 8 clients (closed loop,
 --seconds each). Agreement with eager and the file size come from the export record in imgclf.json.
@@ -34,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import loadgen  # noqa: E402
 from support import VENV_BIN  # noqa: E402
 
-ENGINES = ("eager", "onnx", "int8")
+ENGINES = ("eager", "fp16", "onnx", "int8")  # fp16 only where the export validated it (on a GPU)
 
 
 def exported_sample_model(work: Path) -> Path:
@@ -116,7 +119,8 @@ def engine_table(model_dir: Path, body: bytes, rounds: int, seconds: float, work
         row["errors"] = sum(run["errors"] for run in runs[engine])
         row["agreement"] = 1.0 if engine == "eager" else entry.get("agreement")
         row["accuracy"] = entry.get("accuracy")
-        row["size_mb"] = round(entry.get("size_bytes", 0) / 1e6, 1)
+        row["size_mb"] = round(entry.get("size_bytes", record.get("eager", {}).get("size_bytes", 0)) / 1e6, 1)
+        row["export_cuda_p50_ms"] = entry.get("cuda_p50_ms")  # the export's batch-1 forward on CUDA, if timed
         rows.append(row)
     eager_p50 = rows[0]["p50_ms"]
     for row in rows:
@@ -160,6 +164,10 @@ def main() -> int:
     body, expected = jpeg(model_dir, work)
     result: dict = {"model_dir": str(model_dir), "cpus": os.cpu_count()}
     if not args.skip_engines:
+        from imgclf.serving.engines import choose_engine, read_record
+
+        record = read_record(model_dir)
+        result["auto"] = {device: choose_engine("auto", record, device) for device in ("cpu", "cuda")}
         result["engines"] = engine_table(model_dir, body, args.rounds, args.seconds, work)
     if args.images:
         result["images"] = cold_starts(args.images, model_dir, body, expected, args.cold_starts)

@@ -6,23 +6,29 @@ Candidates (files written beside model.pt):
     onnx   model.onnx       torch.onnx export (fp32, dynamic batch axis), run by ONNX Runtime
     int8   model.int8.onnx  ONNX Runtime static quantization of model.onnx: QDQ, per-channel int8 weights,
                             uint8 activations calibrated (MinMax) on up to CALIBRATION_IMAGES training images
+    fp16   (model.pt)       the eager model in half precision, channels_last: a CUDA engine, so a candidate only
+                            when the export runs where a CUDA device is (training on a GPU instance); on a CPU it
+                            is recorded as rejected with that reason
 
 Each candidate runs on the validation images next to eager PyTorch. It is kept only when its top-1 agrees with
 eager on >= MIN_AGREEMENT of them and its accuracy is within MAX_ACCURACY_DROP of eager's; otherwise its file is
 deleted and the reason logged (and recorded under "rejected"). The p50 latency of one image (batch 1, the
 preprocessed tensor: the engine's own cost) is measured for eager and every candidate in interleaved rounds, so
-a busy machine slows them alike.
+a busy machine slows them alike. With a CUDA device the engines that run on it (eager fp32 channels_last, fp16,
+and onnx when ONNX Runtime has its CUDA provider) are timed there as well ("cuda_p50_ms"), for a GPU server's choice.
 
 The record is written into imgclf.json (its "export" entry, atomically) and returned; serving reads it there
 (`engines.read_record`) for `engines.choose_engine`. A re-export replaces it; a retrained model.pt comes with a
 fresh imgclf.json without one, so engines exported from older weights are never chosen. The record:
-    {"eager": {"accuracy", "p50_ms", "size_bytes"},
+    {"eager": {"accuracy", "p50_ms", "size_bytes", ["cuda_p50_ms"]},
      "engines": {name: {"file", "sha256", "agreement", "accuracy", "p50_ms", "p95_ms", "size_bytes", ...}},
-     "rejected": {name: reason}, "validation": {"images", "calibration_images", "threads"}}
+     "rejected": {name: reason}, "validation": {"images", "calibration_images", "threads", "device", ["gpu"]}}
+(fp16 has "cuda_p50_ms" and no CPU "p50_ms": it is never a CPU engine.)
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -36,7 +42,19 @@ import numpy as np
 
 from imgclf.checksums import sha256_file
 from imgclf.errors import UserError
-from imgclf.serving.engines import INT8, META_FILE, ONNX, ONNX_INPUT, RECORD_KEY, EagerEngine, OnnxEngine
+from imgclf.serving.engines import (
+    CUDA_P50,
+    EAGER,
+    FP16,
+    INT8,
+    META_FILE,
+    ONNX,
+    ONNX_INPUT,
+    RECORD_KEY,
+    EagerEngine,
+    OnnxEngine,
+    onnx_cuda_available,
+)
 from imgclf.serving.preprocess import Preprocessing, Preprocessor
 from imgclf.system import cpu_count
 
@@ -47,7 +65,8 @@ for _noisy in ("onnxscript", "onnx_ir"):
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-CANDIDATES = (ONNX, INT8)
+CANDIDATES = (ONNX, INT8, FP16)
+ONNX_FILES = {ONNX: ONNX_FILE, INT8: INT8_FILE}  # the candidates with a file of their own
 MIN_AGREEMENT = 0.995
 MAX_ACCURACY_DROP = 0.005
 CALIBRATION_IMAGES = 300
@@ -198,6 +217,25 @@ def latencies_ms(engines: dict[str, Predict], image: np.ndarray, runs: int = LAT
     return {name: np.asarray(t) for name, t in times.items()}
 
 
+def validate(
+    predict: Predict, images: np.ndarray, labels: np.ndarray, reference: np.ndarray, eager_accuracy: float
+) -> tuple[dict[str, float], str | None]:
+    """A candidate's top-1 agreement with eager (`reference`) and accuracy, and the `verdict` on them."""
+    predicted = predictions(predict, images)
+    agreement = float((predicted == reference).mean())
+    accuracy = float((predicted == labels).mean())
+    return {"agreement": round(agreement, 5), "accuracy": round(accuracy, 5)}, verdict(
+        agreement, accuracy, eager_accuracy
+    )
+
+
+def default_device() -> str:
+    """cuda when torch sees a CUDA device (the export then validates fp16 and times the engines there too)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def verdict(agreement: float, accuracy: float, eager_accuracy: float) -> str | None:
     """None when a candidate may be kept, else the reason it may not."""
     if agreement < MIN_AGREEMENT:
@@ -219,9 +257,11 @@ def export_engines(
     max_valid: int = MAX_VALIDATION_IMAGES,
     calibration_images: int = CALIBRATION_IMAGES,
     latency_runs: int = LATENCY_RUNS,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Export, validate and time the candidates; keep the ones that pass; record them in imgclf.json. See the
-    module docstring. `valid_dir` / `calibration_dir`: ImageFolder directories or (samples, reader)."""
+    module docstring. `valid_dir` / `calibration_dir`: ImageFolder directories or (samples, reader). `device`:
+    cpu, or a CUDA device to validate fp16 and time the engines on (default: cuda when there is one)."""
     import torch
 
     from imgclf.artifact import WEIGHTS_FILE, load_artifact
@@ -230,6 +270,8 @@ def export_engines(
     if unknown:
         raise UserError(f"Unknown engine(s) {', '.join(unknown)}; candidates are {', '.join(CANDIDATES)}.")
     model_dir = Path(model_dir)
+    device = device or default_device()
+    on_cuda = device.startswith("cuda")
     threads = threads or cpu_count()
     torch.set_num_threads(threads)
     artifact = load_artifact(model_dir, "cpu")
@@ -241,17 +283,18 @@ def export_engines(
     eager_accuracy = float((reference == labels).mean())
     log.info("Eager: accuracy %.4f on %d validation images", eager_accuracy, len(labels))
 
-    files = {ONNX: ONNX_FILE, INT8: INT8_FILE}
+    onnx_candidates = [name for name in candidates if name in ONNX_FILES]
     kept: dict[str, dict[str, Any]] = {}
     rejected: dict[str, str] = {}
-    engines: dict[str, Predict] = {"eager": eager.predict}
+    engines: dict[str, Predict] = {EAGER: eager.predict}
     n_calibration = 0
     exporter = None
-    try:
-        exporter = export_onnx(artifact.model, artifact.meta.image_size, model_dir / ONNX_FILE)
-    except Exception as exc:  # noqa: BLE001 - an architecture the exporters cannot handle: eager only
-        for name in candidates:
-            rejected[name] = f"ONNX export failed: {exc}"
+    if onnx_candidates:
+        try:
+            exporter = export_onnx(artifact.model, artifact.meta.image_size, model_dir / ONNX_FILE)
+        except Exception as exc:  # noqa: BLE001 - an architecture the exporters cannot handle: eager only
+            for name in onnx_candidates:
+                rejected[name] = f"ONNX export failed: {exc}"
     if exporter and INT8 in candidates:
         calibration = images
         if calibration_dir is not None:
@@ -264,46 +307,62 @@ def export_engines(
             quantize_int8(model_dir / ONNX_FILE, model_dir / INT8_FILE, calibration)
         except Exception as exc:  # noqa: BLE001 - recorded as the reason int8 is not kept
             rejected[INT8] = f"quantization failed: {exc}"
-    for name in candidates:
-        path = model_dir / files[name]
+    for name in onnx_candidates:
+        path = model_dir / ONNX_FILES[name]
         if name in rejected or not path.is_file():
             rejected.setdefault(name, "not exported")
             continue
         engine = OnnxEngine.load(path, name, "cpu", threads)
-        predicted = predictions(engine.predict, images)
-        agreement = float((predicted == reference).mean())
-        accuracy = float((predicted == labels).mean())
-        reason = verdict(agreement, accuracy, eager_accuracy)
+        scores, reason = validate(engine.predict, images, labels, reference, eager_accuracy)
         if reason is not None:
             rejected[name] = reason
             log.warning("Engine %s not kept: %s", name, reason)
             continue
         engines[name] = engine.predict
-        kept[name] = {
-            "file": files[name],
-            "sha256": sha256_file(path),
-            "agreement": round(agreement, 5),
-            "accuracy": round(accuracy, 5),
-            "size_bytes": path.stat().st_size,
-        }
+        size = path.stat().st_size
+        kept[name] = {"file": ONNX_FILES[name], "sha256": sha256_file(path), **scores, "size_bytes": size}
         if name == ONNX:
             kept[name]["exporter"] = exporter
-    for name in candidates:  # a file that was not kept must not be served
+    for name in onnx_candidates:  # a file that was not kept must not be served
         if name in rejected:
-            (model_dir / files[name]).unlink(missing_ok=True)
+            (model_dir / ONNX_FILES[name]).unlink(missing_ok=True)
     if ONNX not in candidates:
         (model_dir / ONNX_FILE).unlink(missing_ok=True)  # only the source of the int8 graph
 
+    gpu_engines: dict[str, Predict] = {}  # the engines that run on the CUDA device, timed there
+    if on_cuda:
+        gpu_eager = EagerEngine(copy.deepcopy(artifact.model), device)  # fp32, channels_last
+        gpu_engines[EAGER] = gpu_eager.predict
+        if FP16 in candidates:
+            fp16 = gpu_eager.half_copy()
+            scores, reason = validate(fp16.predict, images, labels, reference, eager_accuracy)
+            if reason is None:
+                gpu_engines[FP16] = fp16.predict
+                weights = model_dir / WEIGHTS_FILE
+                kept[FP16] = {"file": WEIGHTS_FILE, "sha256": sha256_file(weights), **scores, "precision": "fp16"}
+            else:
+                rejected[FP16] = reason
+                log.warning("Engine fp16 not kept: %s", reason)
+        if ONNX in kept and onnx_cuda_available():  # onnxruntime-gpu: onnx runs on the GPU too
+            gpu_engines[ONNX] = OnnxEngine.load(model_dir / ONNX_FILE, ONNX, device).predict
+    elif FP16 in candidates:
+        rejected[FP16] = "needs a CUDA device: this export ran on the CPU (export on a GPU instance to validate it)"
+        log.info("Engine fp16 not a candidate: %s", rejected[FP16])
+
     timings = latencies_ms(engines, images[0], latency_runs)
     summary = {name: (float(np.percentile(t, 50)), float(np.percentile(t, 95))) for name, t in timings.items()}
+    gpu_p50 = {n: float(np.percentile(t, 50)) for n, t in latencies_ms(gpu_engines, images[0], latency_runs).items()}
     for name, entry in kept.items():
-        entry["p50_ms"], entry["p95_ms"] = (round(v, 3) for v in summary[name])
+        if name in summary:
+            entry["p50_ms"], entry["p95_ms"] = (round(v, 3) for v in summary[name])
+        if name in gpu_p50:
+            entry[CUDA_P50] = round(gpu_p50[name], 3)
     record = {
         "eager": {
             "file": WEIGHTS_FILE,
             "accuracy": round(eager_accuracy, 5),
-            "p50_ms": round(summary["eager"][0], 3),
-            "p95_ms": round(summary["eager"][1], 3),
+            "p50_ms": round(summary[EAGER][0], 3),
+            "p95_ms": round(summary[EAGER][1], 3),
             "size_bytes": (model_dir / WEIGHTS_FILE).stat().st_size,
         },
         "engines": kept,
@@ -312,19 +371,28 @@ def export_engines(
             "images": len(labels),
             "calibration_images": n_calibration,
             "threads": threads,
+            "device": device,
             "min_agreement": MIN_AGREEMENT,
             "max_accuracy_drop": MAX_ACCURACY_DROP,
         },
     }
+    if on_cuda:
+        record["eager"][CUDA_P50] = round(gpu_p50[EAGER], 3)
+        record["validation"]["gpu"] = torch.cuda.get_device_name(device)
     save_record(model_dir, record)
     for name, entry in kept.items():
         log.info(
-            "Engine %s kept: agreement %.2f%%, accuracy %.4f, p50 %.2f ms (eager %.2f ms), %.1f MB",
+            "Engine %s kept: agreement %.2f%%, accuracy %.4f, p50 %s (eager %s)",
             name,
             100 * entry["agreement"],
             entry["accuracy"],
-            entry["p50_ms"],
-            record["eager"]["p50_ms"],
-            entry["size_bytes"] / 1e6,
+            _latencies(entry),
+            _latencies(record["eager"]),
         )
     return record
+
+
+def _latencies(entry: dict[str, Any]) -> str:
+    """For the log: e.g. "3.10 ms CPU, 0.80 ms CUDA" (what an entry has of the two)."""
+    parts = [f"{entry[key]:.2f} ms {kind}" for key, kind in (("p50_ms", "CPU"), (CUDA_P50, "CUDA")) if key in entry]
+    return ", ".join(parts)

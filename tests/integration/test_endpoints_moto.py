@@ -265,9 +265,9 @@ def test_deploy_async_request_and_environment(aws, model_tarball, capsys):
 
 
 def test_deploy_serverless_is_sized_from_the_model_in_s3(aws, model_tarball, capsys):
-    # 45 MB of weights: 1024 (front-end) + 600 + 3 x 45 = 1759 MB needed, so 1024 MB is refused before any call
+    # 45 MB of weights: 1024 (front-end) + 700 + 2 x 45 = 1814 MB needed, so 1024 MB is refused before any call
     rc = _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-small", "--serverless", "1024"))
-    assert rc == 2 and "needs about 1759 MB" in capsys.readouterr().err
+    assert rc == 2 and "needs about 1814 MB" in capsys.readouterr().err
     assert aws("sagemaker").list_models()["Models"] == []
     rc = _imgclf(*_deploy("--model-data", model_tarball, "--endpoint-name", "ep-sls-cli", "--serverless", "2048:7"))
     assert rc == 0, capsys.readouterr()

@@ -19,7 +19,7 @@ from imgclf.serving import engines  # noqa: E402
 pytestmark = pytest.mark.unit
 
 CLASSES = [str(d) for d in range(10)]
-FAST = {"max_valid": 48, "calibration_images": 16, "latency_runs": 3, "threads": 1}
+FAST = {"max_valid": 48, "calibration_images": 16, "latency_runs": 3, "threads": 1, "device": "cpu"}
 
 
 def _artifact(out, seed: int):
@@ -53,6 +53,44 @@ def test_both_engines_are_kept_with_checksum_agreement_latency_and_size(exported
     assert not list(model_dir.glob("*.tmp"))
 
 
+def test_on_a_cpu_fp16_is_rejected_as_needing_a_cuda_device_and_nothing_is_timed_on_cuda(exported):
+    model_dir, record = exported
+    assert "fp16" not in record["engines"]
+    assert "CUDA device" in record["rejected"]["fp16"]
+    assert record["validation"]["device"] == "cpu" and "gpu" not in record["validation"]
+    assert all("cuda_p50_ms" not in entry for entry in [record["eager"], *record["engines"].values()])
+    assert (model_dir / "model.pt").is_file()  # the rejected fp16's "file" is model.pt: never deleted
+
+
+def test_an_fp16_only_export_on_a_cpu_writes_no_onnx_and_keeps_nothing(sample_data, tmp_path):
+    model_dir = _artifact(tmp_path / "fp16", seed=0)
+    record = export.export_engines(model_dir, sample_data / "valid", candidates=["fp16"], **FAST)
+    assert record["engines"] == {} and set(record["rejected"]) == {"fp16"}
+    assert sorted(p.name for p in model_dir.iterdir() if p.suffix in {".onnx", ".pt"}) == ["model.pt"]
+
+
+def test_fp16_passes_the_validation_a_gpu_export_applies(exported, sample_data):
+    """The check export_engines runs on a CUDA device, run here on the CPU (torch has fp16 convolutions there)."""
+    from imgclf.serving.preprocess import Preprocessing, Preprocessor
+
+    model_dir, record = exported
+    eager = engines.EagerEngine.load(model_dir, threads=1)
+    preprocessor = Preprocessor(Preprocessing.from_meta(eager_meta(model_dir)), draft=False)
+    images, labels = export.load_images(sample_data / "valid", CLASSES, preprocessor, 48, "valid")
+    reference = export.predictions(eager.predict, images)
+    scores, reason = export.validate(eager.half_copy().predict, images, labels, reference, record["eager"]["accuracy"])
+    assert reason is None, reason
+    assert scores["agreement"] >= export.MIN_AGREEMENT
+    assert scores["accuracy"] == pytest.approx(record["eager"]["accuracy"], abs=export.MAX_ACCURACY_DROP)
+    assert export.validate(eager.predict, images, labels, 1 - reference, 1.0)[1].startswith("top-1 agreement")
+
+
+def eager_meta(model_dir):
+    from imgclf.artifact import load_meta
+
+    return load_meta(model_dir)
+
+
 def test_the_exported_onnx_has_a_dynamic_batch_axis_and_matches_eager(exported, sample_data):
     model_dir, record = exported
     onnx_engine = engines.OnnxEngine.load(model_dir / "model.onnx", threads=1)
@@ -65,6 +103,8 @@ def test_the_record_drives_the_engine_choice(exported):
     model_dir, record = exported
     fastest = min(["eager", *record["engines"]], key=lambda n: (record["engines"].get(n) or record["eager"])["p50_ms"])
     assert engines.choose_engine("auto", record) == fastest
+    cuda_here = engines.Runtimes(torch=True, onnxruntime=True, onnx_cuda=True)
+    assert engines.choose_engine("auto", record, "cuda:0", cuda_here) == "eager"  # nothing timed on a GPU
     assert engines.load_engine(model_dir, record, "int8", threads=1).name == "int8"
 
 

@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Comma-separated candidates to try (default {','.join(CANDIDATES)}).",
     )
     parser.add_argument("--threads", type=int, help="CPU threads for the latency measurement (default: all).")
+    parser.add_argument(
+        "--device",
+        help="cpu, or a CUDA device to validate fp16 and time the engines on as well (default: cuda if present).",
+    )
     parser.add_argument("--max-valid", type=int, default=MAX_VALIDATION_IMAGES, help="Validation images used.")
     parser.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, help="Calibration images used.")
     parser.add_argument("--output", type=Path, help="Also write the engine record (JSON) to this file.")
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_valid=args.max_valid,
         calibration_images=args.calibration_images,
+        device=args.device,
     )
     text = json.dumps(record, indent=1)
     if args.output is not None:

@@ -134,11 +134,13 @@ def check_serverless(
 
 def model_memory_mb(artifact_bytes: int) -> int:
     """What serving a model of this size needs, as `imgclf serve` sizes it: the front-end's reserve plus one
-    worker (torch, plus a few copies of the weights; imgclf.serving.environment.worker_memory_mb). The
-    model.tar.gz holds the weights nearly uncompressed, so its size stands for model.pt's."""
-    from imgclf.serving.environment import FRONTEND_RESERVE_MB, WORKER_BASE_MB
+    worker (imgclf.serving.environment.worker_estimate_mb). The model.tar.gz holds the weights nearly
+    uncompressed, so its size stands for model.pt's; the worker is taken to run torch (the image behind
+    --image-uri is not known here, and the torch image's worker is the larger), so the check never lets through
+    a size too small for either image."""
+    from imgclf.serving.environment import FRONTEND_RESERVE_MB, worker_estimate_mb
 
-    return FRONTEND_RESERVE_MB + WORKER_BASE_MB + 3 * (artifact_bytes // 2**20)
+    return FRONTEND_RESERVE_MB + worker_estimate_mb(artifact_bytes // 2**20, torch=True)
 
 
 def payload_limit_mb(kind: str) -> int:

@@ -4,10 +4,16 @@
     probs = engine.predict(batch)          # (N, 3, S, S) float32 -> (N, num_classes) float32 probabilities
 
 `record` is what `imgclf.export.export_engines` wrote into imgclf.json (its "export" entry, `read_record`): for
-each engine kept,
-its file, sha256 and the p50 latency measured on the validation images; an engine not in it was not validated and
-is never chosen. `auto` picks the fastest validated engine the installed runtimes can run; a requested engine that
-cannot be used (not validated, file missing or changed, runtime not installed) falls back to eager with a warning.
+each engine kept, its file, sha256 and the p50 latency measured on the validation images (`p50_ms` on the CPU, and
+`cuda_p50_ms` when the export ran where a CUDA device was); an engine not in it was not validated and is never
+chosen. `auto` picks the fastest validated engine that can run here, by the latencies measured on the same kind of
+device; a requested engine that cannot be used (not validated, file missing or changed, runtime not installed)
+falls back to eager with a warning.
+
+The engines: eager (model.pt in fp32; on CUDA in channels_last memory format, exact up to float reassociation),
+fp16 (model.pt in half precision and channels_last, CUDA only: validated by an export that ran on a GPU), onnx
+(model.onnx, ONNX Runtime: its CUDA provider on a GPU when onnxruntime-gpu is installed) and int8 (model.int8.onnx,
+a CPU engine).
 
 This module imports neither torch nor onnxruntime at import time: the CPU serving image has no torch, and
 EagerEngine imports it only when it is loaded.
@@ -15,8 +21,10 @@ EagerEngine imports it only when it is loaded.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,10 +35,13 @@ from imgclf.checksums import sha256_file
 log = logging.getLogger(__name__)
 
 EAGER = "eager"
+FP16 = "fp16"  # the eager model in half precision: CUDA only
 ONNX = "onnx"
 INT8 = "int8"
-ENGINE_NAMES = (EAGER, ONNX, INT8)
+ENGINE_NAMES = (EAGER, FP16, ONNX, INT8)
+TORCH_ENGINES = (EAGER, FP16)  # run model.pt: need torch
 REQUESTS = ("auto", *ENGINE_NAMES)
+CUDA_P50 = "cuda_p50_ms"  # a record entry's p50 latency on a CUDA device ("p50_ms": on the CPU)
 ONNX_INPUT = "input"  # the exported graph's input name (imgclf.export)
 RECORD_KEY = "export"  # imgclf.json's entry holding the export record
 META_FILE = "imgclf.json"  # imgclf.artifact.META_FILE (named here: this module never imports the artifact code)
@@ -43,6 +54,7 @@ class EngineUnavailable(RuntimeError):
 class Engine(Protocol):
     name: str
     device: str
+    precision: str  # fp32, fp16 or int8: logged with the choice
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 normalised images -> (N, num_classes) float32 probabilities."""
@@ -57,30 +69,85 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def runtime_installed(name: str) -> bool:
-    """Whether the runtime an engine needs is importable (torch for eager, onnxruntime for onnx/int8)."""
-    module = "torch" if name == EAGER else "onnxruntime"
+    """Whether the runtime an engine needs is importable (torch for eager/fp16, onnxruntime for onnx/int8)."""
+    module = "torch" if name in TORCH_ENGINES else "onnxruntime"
     return importlib.util.find_spec(module) is not None
 
 
+def onnx_cuda_available() -> bool:
+    """Whether ONNX Runtime here has its CUDA provider (onnxruntime-gpu)."""
+    if not runtime_installed(ONNX):
+        return False
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@dataclass(frozen=True)
+class Runtimes:
+    """What this process can run engines with: `choose_engine` takes it, so a test can say what is installed."""
+
+    torch: bool
+    onnxruntime: bool
+    onnx_cuda: bool = False  # ONNX Runtime's CUDA provider
+
+    @classmethod
+    def installed(cls, device: str = "cpu") -> Runtimes:
+        """What is installed; the CUDA provider is looked for only for a CUDA device (it imports onnxruntime,
+        which an eager worker on a CPU never needs in memory)."""
+        return cls(
+            runtime_installed(EAGER), runtime_installed(ONNX), device.startswith("cuda") and onnx_cuda_available()
+        )
+
+    def can_run(self, name: str, device: str) -> bool:
+        if name == FP16:
+            return self.torch and device.startswith("cuda")
+        return self.torch if name == EAGER else self.onnxruntime
+
+
 class EagerEngine:
-    """The torch model from model.pt (the artifact loader), softmax in float32."""
+    """The torch model from model.pt (the artifact loader), softmax in float32.
 
-    name = EAGER
+    On CUDA the model runs in channels_last memory format (the layout cuDNN's fastest convolutions use; the same
+    arithmetic, up to the order of float additions), and in half precision for the fp16 engine. The model is
+    converted in place.
+    """
 
-    def __init__(self, model: Any, device: str, max_batch: int = 64) -> None:
-        self.model = model
+    def __init__(
+        self,
+        model: Any,
+        device: str,
+        max_batch: int = 64,
+        *,
+        half: bool = False,
+        channels_last: bool | None = None,
+    ) -> None:
+        import torch
+
+        self.channels_last = device.startswith("cuda") if channels_last is None else channels_last
+        self.dtype = torch.float16 if half else torch.float32
+        self.name = FP16 if half else EAGER
+        self.precision = "fp16" if half else "fp32"
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(device, dtype=self.dtype, memory_format=self.memory_format)
         self.device = device
         self.max_batch = max_batch
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "cpu", threads: int | None = None) -> EagerEngine:
+    def load(
+        cls, model_dir: str | Path, device: str = "cpu", threads: int | None = None, half: bool = False
+    ) -> EagerEngine:
         import torch
 
         from imgclf.artifact import load_artifact
 
         if threads and not device.startswith("cuda"):
             torch.set_num_threads(threads)
-        return cls(load_artifact(model_dir, device).model, device)
+        return cls(load_artifact(model_dir, device).model, device, half=half)
+
+    def half_copy(self) -> EagerEngine:
+        """An fp16 engine on a copy of this one's model (which stays as it is)."""
+        return EagerEngine(copy.deepcopy(self.model), self.device, self.max_batch, half=True)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -88,8 +155,8 @@ class EagerEngine:
         outputs = []
         with torch.inference_mode():
             for chunk in torch.split(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)), self.max_batch):
-                logits = self.model(chunk.to(self.device, non_blocking=True))
-                outputs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+                chunk = chunk.to(self.device, self.dtype, non_blocking=True, memory_format=self.memory_format)
+                outputs.append(torch.softmax(self.model(chunk).float(), dim=1).cpu().numpy())
         return np.concatenate(outputs)
 
 
@@ -102,6 +169,7 @@ class OnnxEngine:
         self.session = session
         self.name = name
         self.device = device
+        self.precision = "int8" if name == INT8 else "fp32"
         self.input_name = session.get_inputs()[0].name
 
     @classmethod
@@ -162,11 +230,15 @@ def check_servable(model_dir: str | Path, requested: str = "auto") -> None:
     if runtime_installed(EAGER):
         return
     kept = validated(read_record(model_dir))
-    usable = [n for n, entry in kept.items() if (Path(model_dir) / str(entry.get("file", ""))).is_file()]
-    if requested == EAGER:
+    usable = [
+        n
+        for n, entry in kept.items()
+        if n not in TORCH_ENGINES and (Path(model_dir) / str(entry.get("file", ""))).is_file()
+    ]
+    if requested in TORCH_ENGINES:
         raise UserError(
-            "IMGCLF_ENGINE=eager needs PyTorch, which this image (the torch-free CPU flavour) does not have: use "
-            "auto, onnx or int8, or the imgclf-serve image (with torch) for the eager model."
+            f"IMGCLF_ENGINE={requested} needs PyTorch, which this image (the torch-free CPU flavour) does not have: "
+            "use auto, onnx or int8, or the imgclf-serve image (with torch) for the eager model."
         )
     if not usable or not runtime_installed(ONNX):
         raise UserError(
@@ -182,26 +254,25 @@ def validated(record: dict | None) -> dict[str, dict]:
     return dict((record or {}).get("engines", {}))
 
 
-def choose_engine(requested: str, record: dict | None, device: str = "cpu") -> str:
-    """The engine to load for `requested` (auto|eager|onnx|int8), given what the export validated.
+def choose_engine(requested: str, record: dict | None, device: str = "cpu", runtimes: Runtimes | None = None) -> str:
+    """The engine to load for `requested` (auto|eager|fp16|onnx|int8), given what the export validated and what
+    `runtimes` (default: what is installed here) can run.
 
-    auto on CPU: the validated engine (eager included) with the lowest recorded p50 latency among those whose
-    runtime is installed. On a GPU the recorded latencies (CPU) say nothing, so auto is eager unless eager cannot
-    run (no torch), then onnx. An explicit engine that was not validated or whose runtime is missing falls back to
-    eager with a warning.
+    auto on CPU: the validated engine (eager included) with the lowest recorded CPU p50 latency among those whose
+    runtime is installed. auto on CUDA: see `_auto_on_cuda`. An explicit engine that was not validated or cannot
+    run here falls back to eager with a warning.
     """
     requested = (requested or "auto").strip().lower()
     if requested not in REQUESTS:
         raise ValueError(f"Unknown engine {requested!r}; one of {', '.join(REQUESTS)}")
+    runtimes = runtimes or Runtimes.installed(device)
     kept = validated(record)
-    runnable = {n: r for n, r in kept.items() if n in ENGINE_NAMES and runtime_installed(n)}
+    runnable = {n: r for n, r in kept.items() if n in ENGINE_NAMES and runtimes.can_run(n, device)}
     if requested == "auto":
         if device.startswith("cuda"):
-            if runtime_installed(EAGER):
-                return EAGER
-            return ONNX if ONNX in runnable else _no_engine(kept)
+            return _auto_on_cuda(record, runnable, runtimes)
         candidates = dict(runnable)
-        if runtime_installed(EAGER):
+        if runtimes.torch:
             eager_p50 = (record or {}).get("eager", {}).get("p50_ms", float("inf"))
             candidates[EAGER] = {"p50_ms": eager_p50}
         if not candidates:
@@ -209,9 +280,29 @@ def choose_engine(requested: str, record: dict | None, device: str = "cpu") -> s
         return min(candidates, key=lambda n: (candidates[n].get("p50_ms", float("inf")), n != EAGER))
     if requested == EAGER or requested in runnable:
         return requested
-    reason = "was not validated by the export" if requested not in kept else "needs onnxruntime, not installed"
+    if requested not in kept:
+        reason = "was not validated by the export"
+    elif requested == FP16:
+        reason = f"needs torch and a CUDA device (here: {device})"
+    else:
+        reason = "needs onnxruntime, not installed"
     log.warning("Engine %s %s: falling back to eager", requested, reason)
     return EAGER
+
+
+def _auto_on_cuda(record: dict | None, runnable: dict[str, dict], runtimes: Runtimes) -> str:
+    """auto on a GPU: among the engines that run on it (eager with torch; fp16 if validated; onnx if validated and
+    ONNX Runtime has its CUDA provider), the fastest by the latencies the export measured on CUDA; without those
+    (the export ran on a CPU), fp16 if validated, else eager. No torch and no CUDA provider: onnx on the CPU."""
+    on_gpu = {n: r for n, r in runnable.items() if n == FP16 or (n == ONNX and runtimes.onnx_cuda)}
+    if runtimes.torch:
+        on_gpu[EAGER] = dict((record or {}).get("eager", {}))
+    if not on_gpu:
+        return ONNX if ONNX in runnable else _no_engine(validated(record))
+    timed = {n: r[CUDA_P50] for n, r in on_gpu.items() if CUDA_P50 in r}
+    if timed:
+        return min(timed, key=lambda n: (timed[n], n != EAGER))
+    return next(name for name in (FP16, EAGER, ONNX) if name in on_gpu)
 
 
 def _no_engine(kept: dict) -> str:
@@ -230,11 +321,11 @@ def load_engine(
 ) -> Engine:
     """Choose (see `choose_engine`) and load; a chosen engine that fails to load falls back to eager, warning."""
     name = choose_engine(requested, record, device)
-    if name != EAGER:
+    if name not in TORCH_ENGINES:
         entry = validated(record)[name]
         try:
             engine = OnnxEngine.load(Path(model_dir) / entry["file"], name, device, threads, entry.get("sha256"))
-            log.info("Engine %s (%s) on %s", name, entry["file"], engine.device)
+            log.info("Engine %s (%s, %s) on %s", name, entry["file"], engine.precision, engine.device)
             return engine
         except EngineUnavailable as exc:
             if not runtime_installed(EAGER):
@@ -242,5 +333,7 @@ def load_engine(
             log.warning("Engine %s cannot be used (%s): falling back to eager", name, exc)
     if not runtime_installed(EAGER):
         return _no_engine(validated(record))
-    log.info("Engine eager (model.pt) on %s", device)
-    return EagerEngine.load(model_dir, device, threads)
+    engine = EagerEngine.load(model_dir, device, threads, half=name == FP16)
+    layout = ", channels_last" if engine.channels_last else ""
+    log.info("Engine %s (model.pt, %s%s) on %s", engine.name, engine.precision, layout, device)
+    return engine

@@ -34,7 +34,7 @@ Front-end (`ServerSettings`):
     IMGCLF_MAX_BATCH_DELAY_MS            MMS micro-batch: how long to wait to fill a batch (default 10);
                                          `--max-batch-delay-ms` overrides
     IMGCLF_MEMORY_PER_WORKER_MB          memory budget per worker for the worker-count rule (default: estimated
-                                         from model.pt, see `worker_memory_mb`)
+                                         from the engine that will run and its file, see `worker_memory_mb`)
     IMGCLF_MMS_JAR                       the front-end jar (GatedModelServer + /execution-parameters); default:
                                          the one shipped in this package (imgclf/serving/imgclf-mms.jar, built
                                          by docker/mms/build_jar.sh); none found: stock MMS, with a warning
@@ -44,9 +44,10 @@ Worker (`HandlerSettings`):
 
     SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT response type when the request has no Accept (default application/json)
     IMGCLF_TOP_K                         labels in a JSON answer (default 5)
-    IMGCLF_ENGINE                        auto | eager | onnx | int8: the inference engine (default auto: the
-                                         fastest the export validated, see serving/engines.py); one that cannot
-                                         run here falls back to eager with a warning
+    IMGCLF_ENGINE                        auto | eager | fp16 | onnx | int8: the inference engine (default auto:
+                                         the fastest the export validated on this kind of device, see
+                                         serving/engines.py); one that cannot run here falls back to eager with a
+                                         warning
     IMGCLF_WORKERS                       workers sharing the CPUs, for the per-worker torch thread count; written
                                          by `imgclf serve`; unset (TorchServe): SAGEMAKER_MODEL_SERVER_WORKERS,
                                          else 1
@@ -72,6 +73,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from imgclf.serving import engines
 from imgclf.serving.engines import REQUESTS as ENGINE_REQUESTS
 from imgclf.serving.limits import ENV as LIMITS_ENV
 from imgclf.serving.limits import RequestLimits
@@ -82,7 +84,12 @@ DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time invocation limit
 DEFAULT_ACCEPT = "application/json"
 DEFAULT_VMARGS = "-XX:-UseContainerSupport"
 FRONTEND_RESERVE_MB = 1024  # the Java front-end and the OS
-WORKER_BASE_MB = 600  # a Python worker with torch + torchvision imported, no model
+# One worker's RSS, measured by benchmarks/worker_memory_bench.py (ResNet-18 and -50, one 224 px request; NOTES.md
+# "Worker memory"): the runtime imported with no model, then the growth per MB of the engine's file.
+WORKER_BASE_MB = 700  # torch + torchvision imported (680 measured)
+WORKER_WEIGHT_COPIES = 2  # eager: + 1.8-1.9x model.pt
+ONNX_WORKER_BASE_MB = 100  # onnxruntime, torch never imported: 63 measured, + ~45 per session whatever its size
+ONNX_WORKER_WEIGHT_COPIES = 3  # onnx / int8: + ~2.5x the .onnx file beyond that
 
 PACKAGED_MMS_JAR = Path(__file__).resolve().with_name("imgclf-mms.jar")  # package data
 
@@ -104,20 +111,49 @@ def _at_least(label: str, value: int, minimum: int) -> int:
     return value
 
 
-def worker_memory_mb(model_dir: str | Path | None, override_mb: int = 0) -> int:
-    """Estimated RSS of one worker: torch itself plus a few copies of the weights (load, model, activations);
-    `override_mb` (IMGCLF_MEMORY_PER_WORKER_MB) replaces the estimate."""
+def worker_estimate_mb(weights_mb: float, torch: bool) -> int:
+    """Estimated RSS of one worker whose engine file (model.pt, or the .onnx) is `weights_mb`: with torch (eager)
+    or with ONNX Runtime alone. The one formula: `worker_memory_mb` and the serverless memory check use it."""
+    if torch:
+        return int(WORKER_BASE_MB + WORKER_WEIGHT_COPIES * weights_mb)
+    return int(ONNX_WORKER_BASE_MB + ONNX_WORKER_WEIGHT_COPIES * weights_mb)
+
+
+def worker_memory_mb(
+    model_dir: str | Path | None,
+    override_mb: int = 0,
+    engine: str = "auto",
+    runtimes: engines.Runtimes | None = None,
+) -> int:
+    """Estimated RSS of one CPU worker, for the engine it will run: `engine` (IMGCLF_ENGINE) as the workers will
+    choose it (`engines.choose_engine` with `runtimes`, default what is installed). An ONNX engine's worker never
+    imports torch, so it is far smaller. `override_mb` (IMGCLF_MEMORY_PER_WORKER_MB) replaces the estimate."""
     if override_mb:
         return override_mb
-    weights = 0
+    runtimes = runtimes or engines.Runtimes.installed()
+    record = engines.read_record(model_dir) if model_dir is not None else None
+    try:
+        chosen = engines.choose_engine(engine, record, "cpu", runtimes)
+    except engines.EngineUnavailable:  # nothing can run: `imgclf serve` refuses it (engines.check_servable)
+        chosen = engines.EAGER
+    on_torch = chosen in engines.TORCH_ENGINES
+    weights_mb = 0.0
     if model_dir is not None:
-        weights_file = Path(model_dir) / "model.pt"
+        weights_file = Path(model_dir) / ("model.pt" if on_torch else engines.validated(record)[chosen]["file"])
         if weights_file.is_file():
-            weights = weights_file.stat().st_size // (1 << 20)
-    return WORKER_BASE_MB + 3 * weights
+            weights_mb = weights_file.stat().st_size / (1 << 20)
+    return worker_estimate_mb(weights_mb, torch=on_torch and runtimes.torch)
 
 
-def default_workers(model_dir: str | Path | None, cpus: int, mem_mb: int, gpus: int, per_worker_mb: int = 0) -> int:
+def default_workers(
+    model_dir: str | Path | None,
+    cpus: int,
+    mem_mb: int,
+    gpus: int,
+    per_worker_mb: int = 0,
+    engine: str = "auto",
+    runtimes: engines.Runtimes | None = None,
+) -> int:
     """The worker-count rule.
 
     GPU: one worker per device (each worker gets its own cuda:N from MMS).
@@ -128,7 +164,8 @@ def default_workers(model_dir: str | Path | None, cpus: int, mem_mb: int, gpus: 
     """
     if gpus > 0:
         return gpus
-    fit = (mem_mb - FRONTEND_RESERVE_MB) // max(1, worker_memory_mb(model_dir, per_worker_mb))
+    per_worker = worker_memory_mb(model_dir, per_worker_mb, engine, runtimes)
+    fit = (mem_mb - FRONTEND_RESERVE_MB) // max(1, per_worker)
     return max(1, min(cpus, fit))
 
 
@@ -294,8 +331,10 @@ class ServerSettings:
             else _int_env(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", 0)
         )
         per_worker_mb = _int_env(environ, "IMGCLF_MEMORY_PER_WORKER_MB", 0)
+        # The workers' knobs are read here too: a typo fails `imgclf serve`, not a crash-looping worker.
+        handler = HandlerSettings.from_env(environ)
         chosen_workers = given_workers or default_workers(
-            None if multi_model else model_dir, cpu_count(), memory_mb(), gpus, per_worker_mb
+            None if multi_model else model_dir, cpu_count(), memory_mb(), gpus, per_worker_mb, handler.engine
         )
         timeout_s = _int_env(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, minimum=1)
         java_home = environ.get("JAVA_HOME")
@@ -324,8 +363,7 @@ class ServerSettings:
             host=host,
             mms_jar=find_mms_jar(environ),
             java=os.path.join(java_home, "bin", "java") if java_home else "java",
-            # The workers' knobs are read here too: a typo fails `imgclf serve`, not a crash-looping worker.
-            handler=replace(HandlerSettings.from_env(environ), workers=chosen_workers),
+            handler=replace(handler, workers=chosen_workers),
         )
 
     def worker_env(self, server_pid: int | None = None) -> dict[str, str]:

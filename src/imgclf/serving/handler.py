@@ -1,8 +1,8 @@
 """ImageClassifierHandler: the TorchServe image_classifier shape, runnable under MMS and TorchServe.
 
     initialize(context)   read the artifact in context.system_properties["model_dir"], load the engine
-                          IMGCLF_ENGINE chooses (serving/engines.py: eager PyTorch, or an exported ONNX / int8 graph
-                          on ONNX Runtime) on cpu or cuda:<gpu_id>, warm up with one whole request
+                          IMGCLF_ENGINE chooses (serving/engines.py: eager PyTorch, fp16 on a GPU, or an exported
+                          ONNX / int8 graph on ONNX Runtime) on cpu or cuda:<gpu_id>, warm up with one whole request
     preprocess(requests)  decode every request (per-request errors kept aside), resize/crop/normalise in numpy
                           (serving/preprocess.py: equal to torchvision's eval transform), one (N, 3, S, S) batch
     inference(batch)      the engine's forward pass over every image of every request -> probabilities
@@ -122,20 +122,22 @@ class ImageClassifierHandler:
         self._warm_up()
         self.initialized = True
         log.info(
-            "Loaded %s (%d classes, %d px) from %s: engine %s on %s in %.2f s",
+            "Loaded %s (%d classes, %d px) from %s: engine %s (%s) on %s in %.2f s",
             self.meta.arch,
             self.meta.num_classes,
             self.meta.image_size,
             model_dir,
             self.engine.name,
+            self.engine.precision,
             self.engine.device,
             time.monotonic() - started,
         )
 
     @property
     def model(self) -> Any:
-        """The eager torch model when the engine is eager (None otherwise)."""
-        return getattr(self.engine, "model", None)
+        """The eager fp32 torch model when the engine is eager (None otherwise: Grad-CAM then loads its own, as
+        it does for an ONNX engine, because its gradients are float32 ones)."""
+        return self.engine.model if self.engine is not None and self.engine.name == engines.EAGER else None
 
     def _warm_up(self) -> None:
         """One whole request (PNG decode, transform, forward, encode) before the worker reports READY: proves

@@ -67,7 +67,7 @@ def test_serverless_memory_is_sized_from_the_artifact(tmp_path):
     tarball.write_bytes(b"\0" * (45 * 2**20))
     assert sagemaker_endpoints.artifact_bytes(str(tarball), None) == 45 * 2**20
     assert sagemaker_endpoints.artifact_bytes(f"file://{tarball}", None) == 45 * 2**20
-    assert endpoints.model_memory_mb(45 * 2**20) == 1024 + 600 + 135
+    assert endpoints.model_memory_mb(45 * 2**20) == 1024 + 700 + 2 * 45  # front-end + a torch worker
     with pytest.raises(UserError, match="no such file"):
         sagemaker_endpoints.artifact_bytes(str(tmp_path / "none.tar.gz"), None)
 
@@ -78,7 +78,7 @@ def test_serverless_memory_is_sized_from_the_artifact(tmp_path):
         (["--serverless", "2048"], "local mode does not run --serverless"),
         (["--autoscale", "1:2", "--dashboard"], "local mode does not run --autoscale, --dashboard"),
         (["--async-output", "s3://b/o", "--data-capture", "s3://b/c"], "--async-output, --data-capture"),
-        (["--serverless", "1024"], "needs about 1774 MB"),  # 50 MB artifact: refused before local mode's refusal
+        (["--serverless", "1024"], "needs about 1824 MB"),  # 50 MB artifact (1024 + 700 + 2 x 50): refused first
     ],
 )
 def test_local_mode_refuses_what_it_cannot_run(tmp_path, capsys, no_aws, argv, message):

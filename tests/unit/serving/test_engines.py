@@ -1,8 +1,10 @@
-"""Engine choice (auto picks the fastest validated engine; anything unusable falls back to eager), the ONNX Runtime
+"""Engine choice (auto picks the fastest validated engine; anything unusable falls back to eager) on a CPU and on a
+CUDA device, the eager engine's channels_last and fp16 forms (on the CPU: torch runs both there), the ONNX Runtime
 engine on a tiny hand-made graph, and a torch-free import of the serving engine and preprocessing modules."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import subprocess
 import sys
@@ -49,8 +51,105 @@ def test_explicit_engines_and_unknown_names():
         e.choose_engine("tensorrt", _record())
 
 
-def test_auto_on_a_gpu_is_eager_because_the_recorded_latencies_are_cpu_ones():
-    assert e.choose_engine("auto", _record(), device="cuda:0") == "eager"
+ALL = e.Runtimes(torch=True, onnxruntime=True, onnx_cuda=True)  # the CUDA image with onnxruntime-gpu
+NO_ORT_CUDA = e.Runtimes(torch=True, onnxruntime=True, onnx_cuda=False)
+
+
+def _cuda_record(eager=None, fp16=None, onnx=None, fp16_kept=True):
+    """A record as an export on a GPU writes it: CPU p50s, plus cuda_p50_ms where given (None: not timed there)."""
+    record = _record()
+    if eager is not None:
+        record["eager"]["cuda_p50_ms"] = eager
+    if fp16_kept:
+        record["engines"]["fp16"] = {"file": "model.pt", "sha256": "", "precision": "fp16"}
+        if fp16 is not None:
+            record["engines"]["fp16"]["cuda_p50_ms"] = fp16
+    if onnx is not None:
+        record["engines"]["onnx"]["cuda_p50_ms"] = onnx
+    return record
+
+
+def test_auto_on_a_gpu_without_cuda_timings_is_eager_because_the_recorded_latencies_are_cpu_ones():
+    # int8 is fastest on the CPU (12 ms) and onnx is validated, but nothing was timed on a GPU
+    assert e.choose_engine("auto", _record(), "cuda:0", ALL) == "eager"
+    assert e.choose_engine("auto", None, "cuda:0", ALL) == "eager"
+
+
+def test_auto_on_a_gpu_prefers_a_validated_fp16_when_nothing_was_timed_there():
+    assert e.choose_engine("auto", _cuda_record(), "cuda:0", ALL) == "fp16"
+    assert e.choose_engine("auto", _cuda_record(fp16_kept=False), "cuda:0", ALL) == "eager"
+
+
+@pytest.mark.parametrize(
+    "timings, runtimes, chosen",
+    [
+        ({"eager": 2.0, "fp16": 1.0, "onnx": 1.5}, ALL, "fp16"),
+        ({"eager": 2.0, "fp16": 1.0, "onnx": 0.5}, ALL, "onnx"),
+        ({"eager": 2.0, "fp16": 1.0, "onnx": 0.5}, NO_ORT_CUDA, "fp16"),  # onnx's 0.5 ms needs the CUDA provider
+        ({"eager": 0.9, "fp16": 1.0, "onnx": 1.5}, ALL, "eager"),
+        ({"eager": 2.0, "onnx": 1.5, "fp16_kept": False}, ALL, "onnx"),
+    ],
+)
+def test_auto_on_a_gpu_picks_the_fastest_engine_timed_on_cuda(timings, runtimes, chosen):
+    assert e.choose_engine("auto", _cuda_record(**timings), "cuda:0", runtimes) == chosen
+
+
+def test_auto_on_a_gpu_without_torch_uses_onnx_on_the_cuda_provider_or_the_cpu():
+    no_torch = e.Runtimes(torch=False, onnxruntime=True, onnx_cuda=True)
+    assert e.choose_engine("auto", _cuda_record(eager=2.0, fp16=1.0, onnx=1.5), "cuda:0", no_torch) == "onnx"
+    cpu_only = e.Runtimes(torch=False, onnxruntime=True, onnx_cuda=False)
+    assert e.choose_engine("auto", _cuda_record(), "cuda", cpu_only) == "onnx"
+
+
+def test_fp16_is_never_a_cpu_engine(caplog):
+    record = _cuda_record(eager=2.0, fp16=1.0)
+    record["engines"]["fp16"]["p50_ms"] = 0.1  # even if a record said it were fastest there
+    assert e.choose_engine("auto", record, "cpu", ALL) == "int8"
+    with caplog.at_level(logging.WARNING):
+        assert e.choose_engine("fp16", record, "cpu", ALL) == "eager"
+    assert "needs torch and a CUDA device" in caplog.text
+
+
+def test_explicit_fp16_on_a_gpu_is_used_only_when_validated(caplog):
+    assert e.choose_engine("fp16", _cuda_record(), "cuda:0", ALL) == "fp16"
+    with caplog.at_level(logging.WARNING):
+        assert e.choose_engine("fp16", _record(), "cuda:0", ALL) == "eager"
+    assert "not validated" in caplog.text
+
+
+def test_channels_last_eager_predicts_what_the_plain_model_predicts():
+    import torch
+
+    from imgclf.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10).eval()
+    plain = e.EagerEngine(copy.deepcopy(model), "cpu")
+    channels_last = e.EagerEngine(copy.deepcopy(model), "cpu", channels_last=True)
+    assert not plain.channels_last and channels_last.channels_last
+    assert channels_last.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    batch = np.random.default_rng(0).normal(size=(6, 3, 32, 32)).astype(np.float32)
+    expected = plain.predict(batch)
+    np.testing.assert_allclose(channels_last.predict(batch), expected, rtol=1e-4, atol=1e-6)
+    assert list(channels_last.predict(batch).argmax(axis=1)) == list(expected.argmax(axis=1))
+
+
+def test_the_fp16_engine_runs_a_half_copy_and_answers_float32_probabilities():
+    import torch
+
+    from imgclf.model import build_model
+
+    torch.manual_seed(0)
+    eager = e.EagerEngine(build_model("resnet18", 10).eval(), "cpu")
+    fp16 = eager.half_copy()  # torch runs fp16 convolutions on the CPU too, so this is the real forward pass
+    assert (fp16.name, fp16.precision, eager.precision) == ("fp16", "fp16", "fp32")
+    assert fp16.model.conv1.weight.dtype == torch.float16
+    assert eager.model.conv1.weight.dtype == torch.float32  # the eager engine's model is left as it was
+    batch = np.random.default_rng(1).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    probs = fp16.predict(batch)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probs, eager.predict(batch), atol=5e-3)
 
 
 def test_without_onnxruntime_auto_is_eager(monkeypatch):
@@ -147,3 +246,16 @@ def test_engines_and_preprocess_import_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_choosing_on_a_cpu_does_not_import_onnxruntime():
+    """The CUDA provider is looked for only for a CUDA device: an eager CPU worker keeps onnxruntime out of memory."""
+    code = (
+        "import sys\n"
+        "from imgclf.serving import engines\n"
+        "assert engines.choose_engine('auto', None, 'cpu') == 'eager'\n"
+        "print('onnxruntime' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

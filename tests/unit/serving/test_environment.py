@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from imgclf.serving import environment
+from imgclf.serving import engines, environment
 from imgclf.serving.environment import HandlerSettings, ServerSettings, default_workers
 from imgclf.serving.limits import RequestLimits
 
@@ -16,9 +18,53 @@ def test_cpu_workers_are_one_per_cpu_when_memory_allows():
 
 
 def test_cpu_workers_are_capped_by_memory_not_blindly_one_per_cpu(tmp_path):
-    (tmp_path / "model.pt").write_bytes(b"\0" * (300 << 20))  # 300 MB weights -> 1.5 GB per worker
-    assert default_workers(tmp_path, cpus=96, mem_mb=8_000, gpus=0) == 4
-    assert default_workers(tmp_path, cpus=96, mem_mb=1_500, gpus=0) == 1
+    (tmp_path / "model.pt").write_bytes(b"\0" * (300 << 20))  # 300 MB weights -> 700 + 2 x 300 = 1.3 GB per worker
+    assert default_workers(tmp_path, cpus=96, mem_mb=8_000, gpus=0, runtimes=WITH_TORCH) == 5
+    assert default_workers(tmp_path, cpus=96, mem_mb=1_500, gpus=0, runtimes=WITH_TORCH) == 1
+
+
+WITH_TORCH = engines.Runtimes(torch=True, onnxruntime=True)
+TORCH_FREE = engines.Runtimes(torch=False, onnxruntime=True)  # the CPU image (Dockerfile.serve-cpu)
+
+
+def _exported(model_dir, onnx_p50: float, eager_p50: float = 50.0):
+    """model.pt (45 MB) and a validated model.onnx (44 MB) recorded in imgclf.json, as the export leaves them."""
+    (model_dir / "model.pt").write_bytes(b"\0" * (45 << 20))
+    (model_dir / "model.onnx").write_bytes(b"\0" * (44 << 20))
+    record = {"eager": {"p50_ms": eager_p50}, "engines": {"onnx": {"file": "model.onnx", "p50_ms": onnx_p50}}}
+    (model_dir / "imgclf.json").write_text(json.dumps({"export": record}))
+    return model_dir
+
+
+def test_a_torch_free_worker_is_estimated_without_torch(tmp_path):
+    model_dir = _exported(tmp_path, onnx_p50=80.0)  # eager is faster: with torch, the workers run eager
+    onnx_worker = environment.ONNX_WORKER_BASE_MB + environment.ONNX_WORKER_WEIGHT_COPIES * 44
+    torch_worker = environment.WORKER_BASE_MB + environment.WORKER_WEIGHT_COPIES * 45
+    assert environment.worker_memory_mb(model_dir, runtimes=TORCH_FREE) == onnx_worker
+    assert environment.worker_memory_mb(model_dir, runtimes=WITH_TORCH) == torch_worker
+    assert onnx_worker < torch_worker / 2
+    # the same host runs many more torch-free workers
+    assert default_workers(model_dir, cpus=96, mem_mb=8_000, gpus=0, runtimes=TORCH_FREE) == 6976 // onnx_worker
+    assert default_workers(model_dir, cpus=96, mem_mb=8_000, gpus=0, runtimes=WITH_TORCH) == 6976 // torch_worker
+
+
+def test_the_estimate_follows_the_engine_the_workers_will_run(tmp_path):
+    model_dir = _exported(tmp_path, onnx_p50=20.0)  # onnx is faster: auto runs it, and never imports torch
+    onnx_worker = environment.worker_memory_mb(model_dir, runtimes=WITH_TORCH)
+    assert onnx_worker == environment.worker_estimate_mb(44, torch=False)
+    assert environment.worker_memory_mb(model_dir, engine="eager", runtimes=WITH_TORCH) > onnx_worker
+    assert environment.worker_memory_mb(model_dir, 2048, runtimes=TORCH_FREE) == 2048  # the override wins
+
+
+def test_imgclf_serve_sizes_the_workers_for_imgclf_engine(monkeypatch, tmp_path):
+    model_dir = _exported(tmp_path, onnx_p50=20.0)
+    monkeypatch.setattr(environment, "memory_mb", lambda: 4_000)
+    monkeypatch.setattr(environment, "cpu_count", lambda: 64)
+    monkeypatch.setattr(environment, "gpu_count", lambda: 0)
+    per_worker = {e: environment.worker_memory_mb(model_dir, engine=e) for e in ("eager", "auto")}
+    for engine, expected in per_worker.items():
+        monkeypatch.setenv("IMGCLF_ENGINE", engine)
+        assert ServerSettings.from_env(model_dir).workers == (4_000 - 1024) // expected
 
 
 def test_gpu_hosts_get_one_worker_per_device():
@@ -104,5 +150,5 @@ def test_imgclf_engine_is_read_normalised_and_passed_to_the_workers(raw, engine)
 
 
 def test_an_unknown_imgclf_engine_fails_imgclf_serve_naming_the_choices():
-    with pytest.raises(ValueError, match="IMGCLF_ENGINE='tensorrt' must be one of auto, eager, onnx, int8"):
+    with pytest.raises(ValueError, match="IMGCLF_ENGINE='tensorrt' must be one of auto, eager, fp16, onnx, int8"):
         ServerSettings.from_env("/tmp/model", environ={"IMGCLF_ENGINE": "tensorrt"})

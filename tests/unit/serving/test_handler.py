@@ -105,17 +105,19 @@ def test_probabilities_on_request_via_custom_attributes(handler):
     assert status == 200 and len(rows) == 1 and len(rows[0]) == 10 and abs(sum(rows[0]) - 1) < 1e-4
 
 
-def test_handler_loads_whatever_model_dir_the_server_gives(tmp_path):
+def test_handler_loads_whatever_model_dir_the_server_gives(tmp_path, caplog):
     from support.handler_calls import mms_context
 
     from imgclf.artifact import ModelMeta, save_artifact
     from imgclf.model import build_model
 
     save_artifact(build_model("resnet18", 3), ModelMeta.for_training("resnet18", 3, 48), ["a", "b", "c"], tmp_path)
-    h = ImageClassifierHandler(HandlerSettings())
-    h.initialize(mms_context(tmp_path, [{}]))
+    h = ImageClassifierHandler(HandlerSettings(engine="fp16"))  # fp16 is a GPU engine: eager fp32 on the CPU
+    with caplog.at_level("INFO"):
+        h.initialize(mms_context(tmp_path, [{}]))
     status, _, body = call_one(h, image_bytes())
     assert status == 200 and {p["label"] for p in json.loads(body)["predictions"][0]} == {"a", "b", "c"}
+    assert "engine eager (fp32) on cpu" in caplog.text  # the choice and its precision are logged
 
 
 def test_handler_service_worker_exits_instead_of_reporting_ready_without_a_model(tmp_path):
