@@ -225,7 +225,8 @@ def draft_section(doc: dict) -> list[str]:
         a = doc["agreement"]
         out += [
             "",
-            f"Top-1 agreement, draft on vs off, {a['images']} validation digits upscaled to 2048x1536: "
+            f"Top-1 agreement, draft on vs off, {a['images']} validation digits upscaled to 2048x1536 "
+            f"({a.get('model', 'the --model-dir model')}): "
             f"{a['top1_agreement'] * 100:.1f} % (accuracy off {a['accuracy_off']:.3f}, on {a['accuracy_on']:.3f}).",
         ]
     out.append("")
