@@ -157,7 +157,108 @@ def explain_section(doc: dict) -> list[str]:
     return out
 
 
-def verdicts(train: dict | None, serve: dict | None) -> list[str]:
+ENGINE_LABELS = {"eager": "eager (torch)", "onnx": "onnx (ONNX Runtime fp32)", "int8": "int8 (QDQ static)"}
+
+
+def engines_section(doc: dict) -> list[str]:
+    """engine_serve_bench.py --targets: floors, every engine under `imgclf serve`, the seed-style server."""
+    t = doc["targets"]
+    floors = t["floors_p50_ms"]
+    out = [
+        "## Inference engines against issue 13's targets (`engine_serve_bench.py --targets`)",
+        "",
+        f"- {doc.get('date_utc', 'date not recorded')}; {doc.get('cpus')} CPUs, load average at start "
+        f"{', '.join(f'{x:.1f}' for x in doc.get('load_average', [])) or 'not recorded'}; ResNet-18 224 px, one "
+        "256 px JPEG; one server at a time; medians of the floors measured before and after the servers",
+        "- In-process p50 ms (faster of 1 thread and all CPUs): "
+        + ", ".join(f"{k} {_f(v, 1)}" for k, v in floors.items())
+        + " (eager = serve_bench.py's floor: decode + torchvision transform + forward; `*_forward`: the forward "
+        "alone on the preprocessed tensor)",
+        "",
+        "| server | p50 ms | p95 ms | req/s 1 client | req/s 8 clients | errors | p50 / eager floor | "
+        "agreement with eager | accuracy | artifact MB | start: /ping 200 s | start: first correct answer s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, r in t["servers"].items():
+        label = ENGINE_LABELS.get(kind, "seed-style (toolkit + MMS, eager)" if kind == "seed" else kind)
+        agreement = "–" if r.get("agreement") is None else f"{r['agreement'] * 100:.1f} %"
+        out.append(
+            f"| {label} | {_f(r['p50_ms'], 1)} | {_f(r['p95_ms'], 1)} | {_f(r['rps_1'], 1)} | {_f(r['rps_8'], 1)} | "
+            f"{r['errors']} | {_f(r.get('p50_over_eager_floor'))} | {agreement} | {_f(r.get('accuracy'), 3)} | "
+            f"{_f(r.get('size_mb'), 1)} | {_f(r['ping_200_s'], 1)} | {_f(r['first_correct_s'], 1)} |"
+        )
+    for kind, why in (t.get("rejected") or {}).items():
+        out.append(f"| {ENGINE_LABELS.get(kind, kind)} | rejected: {why} | | | | | | | | | | |")
+    out += ["", "| ratio | value |", "|---|---|"]
+    out += [f"| {k} | {_f(v, 3)} |" for k, v in t["ratios"].items()]
+    out.append("")
+    return out
+
+
+def draft_section(doc: dict) -> list[str]:
+    """draft_bench.py: JPEG draft mode's cost and its difference from torchvision's eval transform."""
+    out = [
+        "## JPEG draft mode (`IMGCLF_JPEG_DRAFT`, `draft_bench.py`)",
+        "",
+        f"- {doc.get('cpus')} CPUs, load average {', '.join(f'{x:.1f}' for x in doc.get('load_average', []))}; "
+        "decode + resize + normalise (the server's path), draft off and on alternating call by call; ResNet "
+        "settings (resize 256, crop 224)",
+        "",
+        "| JPEG | off p50 ms | on p50 ms | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for name, c in doc["cost"].items():
+        out.append(f"| {name} | {_f(c['off_p50_ms'])} | {_f(c['on_p50_ms'])} | {_f(c['speedup'])}× |")
+    out += [
+        "",
+        "Draft on vs torchvision's eval transform of the full decode, in 8-bit pixel levels:",
+        "",
+        "| JPEG | decoded at | resize | max | p99 | mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d in doc["difference"]:
+        out.append(
+            f"| {d['input']} | {d['decoded']} | {d['resize']} | {_f(d['max_levels'], 1)} | "
+            f"{_f(d['p99_levels'], 1)} | {_f(d['mean_levels'], 3)} |"
+        )
+    if doc.get("agreement"):
+        a = doc["agreement"]
+        out += [
+            "",
+            f"Top-1 agreement, draft on vs off, {a['images']} validation digits upscaled to 2048x1536 "
+            f"({a.get('model', 'the --model-dir model')}): "
+            f"{a['top1_agreement'] * 100:.1f} % (accuracy off {a['accuracy_off']:.3f}, on {a['accuracy_on']:.3f}).",
+        ]
+    out.append("")
+    return out
+
+
+def engine_verdicts(doc: dict) -> list[str]:
+    """Issue 13's latency and throughput targets from engine_serve_bench.py --targets."""
+    t, out = doc["targets"], []
+    for kind, r in t["servers"].items():
+        if kind in ("seed", "eager") or r.get("p50_over_eager_floor") is None:
+            continue
+        v, agreement = r["p50_over_eager_floor"], r.get("agreement") or 0
+        met = "yes" if v <= 0.8 and agreement >= 0.995 else "no"
+        if met == "yes" and (r.get("accuracy") or 0) < 0.2:  # a model at chance agrees with anything
+            met = f"yes for speed; agreement not evidence (accuracy {r['accuracy']:.2f}: an untrained model)"
+        out.append(
+            f"| served {kind} p50 ≤ 0.8× the in-process eager floor at ≥ 99.5 % agreement | {v:.2f}×, "
+            f"{agreement * 100:.1f} % | {met} |"
+        )
+    for name, v in t["ratios"].items():
+        if name.startswith("best_rps8_over_seed_rps8"):
+            errors = sum(t["errors"].values())
+            out.append(
+                f"| best served engine ≥ 1.5× the seed-style req/s at 8 clients, zero errors "
+                f"({name.split('(')[-1].rstrip(')')}) | {v:.2f}×, {errors} errors | "
+                f"{'yes' if v >= 1.5 and errors == 0 else 'no'} |"
+            )
+    return out
+
+
+def verdicts(train: dict | None, serve: dict | None, engine_targets: dict | None = None) -> list[str]:
     out = ["## Targets", ""]
     for name, doc in (("training", train), ("serving", serve)):
         env = (doc or {}).get("environment", {})
@@ -188,6 +289,8 @@ def verdicts(train: dict | None, serve: dict | None) -> list[str]:
             v = r.get(f"{kind}_over_seed_throughput_8")
             if v is not None:
                 out.append(f"| {TARGETS['serve_throughput']} ({kind}) | {v:.2f}× | {'yes' if v >= 1.5 else 'no'} |")
+    if engine_targets:
+        out += engine_verdicts(engine_targets)
     out.append("")
     return out
 
@@ -205,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train, serve, gpu, tune = load("train.json"), load("serve.json"), load("train-gpu.json"), load("tune.json")
     explained = load("explain.json")
+    engine_targets, draft = load("engine_targets.json"), load("draft.json")
     lines = [
         "# imgclf benchmark results",
         "",
@@ -213,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "the same machine, interleaved; absolute numbers on these shared 2-core machines are noisy.",
         "",
     ]
-    lines += verdicts(train, serve)
+    lines += verdicts(train, serve, engine_targets)
     if train:
         lines += train_section(train, "Training: seed-style loop vs imgclf (defaults) vs imgclf with augmentation")
     if tune:
@@ -222,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         lines += train_section(gpu, f"Training on GPU ({gpu['environment'].get('device_name')})")
     if serve:
         lines += serve_section(serve)
+    if engine_targets:
+        lines += engines_section(engine_targets)
+    if draft:
+        lines += draft_section(draft)
     if explained:
         lines += explain_section(explained)
     notes = here / "NOTES.md"

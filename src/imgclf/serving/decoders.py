@@ -39,6 +39,7 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,13 +72,14 @@ def is_supported(content_type: str) -> bool:
     return ct in SUPPORTED or ct.startswith("image/")
 
 
-def decode(body: Any, content_type: str | None, limits: RequestLimits) -> list[Input]:
+def decode(body: Any, content_type: str | None, limits: RequestLimits, draft: Draft | None = None) -> list[Input]:
     """Decode one request within `limits`. Raises errors.ClientError (400/413/415) for anything a client got
-    wrong or anything over a limit, before the memory it would cost is allocated."""
+    wrong or anything over a limit, before the memory it would cost is allocated. `draft` (IMGCLF_JPEG_DRAFT on:
+    `Preprocessor.apply_draft`) sees every admitted image after its header checks and before its pixels."""
     ct = media_type(content_type)
     if not is_supported(ct):
         raise errors.unsupported_media_type(ct, SUPPORTED)
-    budget = Budget(limits)
+    budget = Budget(limits, draft=draft)
     if isinstance(body, (dict, list)):  # TorchServe may hand over already-parsed JSON
         inputs = _from_documents([body], budget)
     else:
@@ -105,13 +107,19 @@ def _over(what: str, field: str, limit: Any, fix: str) -> str:
     return f"{what}; the limit is {shown} ({ENV[field]}). {fix}"
 
 
+Draft = Callable[[Image.Image], Any]  # an opened, not yet loaded image -> (may ask libjpeg for a reduced decode)
+
+
 @dataclass
 class Budget:
-    """What the request has been granted so far: images counted, pixels summed (from headers, before decoding)."""
+    """What the request has been granted so far: images counted, pixels summed (from headers, before decoding);
+    and the draft hook its images pass through before their pixels are decoded (the budget still charges the
+    full size the header declares)."""
 
     limits: RequestLimits
     images: int = 0
     pixels: int = 0
+    draft: Draft | None = None
 
     def count(self, n: int) -> None:
         """Refuse a request of n images before any of them is decoded."""
@@ -169,9 +177,9 @@ class Budget:
 # ---- images ---------------------------------------------------------------------------------------------------
 
 
-def decode_image(data: bytes, limits: RequestLimits) -> Image.Image:
+def decode_image(data: bytes, limits: RequestLimits, draft: Draft | None = None) -> Image.Image:
     """One image's bytes -> RGB image within `limits` (a request of one image)."""
-    return decode_images([data], Budget(limits))[0]
+    return decode_images([data], Budget(limits, draft=draft))[0]
 
 
 def decode_images(blobs: list[bytes], budget: Budget) -> list[Image.Image]:
@@ -180,6 +188,8 @@ def decode_images(blobs: list[bytes], budget: Budget) -> list[Image.Image]:
     opened: list[Image.Image | None] = [open_image(data, budget) for data in blobs]
     out = []
     for i, img in enumerate(opened):
+        if budget.draft is not None:
+            budget.draft(img)
         out.append(_load_rgb(img))
         opened[i] = None  # the source image goes as soon as its RGB copy exists
     return out

@@ -48,6 +48,10 @@ Worker (`HandlerSettings`):
                                          the fastest the export validated on this kind of device, see
                                          serving/engines.py); one that cannot run here falls back to eager with a
                                          warning
+    IMGCLF_JPEG_DRAFT                    on | off: decode a JPEG >= 4x the model's resize size at 1/2, 1/4 or 1/8
+                                         scale (libjpeg draft mode), keeping >= 2x the resize size (default off:
+                                         the tensor then equals torchvision's eval transform; on: within the bound
+                                         stated in serving/preprocess.py, several times cheaper for photos)
     IMGCLF_WORKERS                       workers sharing the CPUs, for the per-worker torch thread count; written
                                          by `imgclf serve`; unset (TorchServe): SAGEMAKER_MODEL_SERVER_WORKERS,
                                          else 1
@@ -83,6 +87,7 @@ DEFAULT_TOP_K = 5
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time invocation limit
 DEFAULT_ACCEPT = "application/json"
 DEFAULT_VMARGS = "-XX:-UseContainerSupport"
+DEFAULT_JPEG_DRAFT = False  # exact by default: see benchmarks/NOTES.md (JPEG draft mode) for the measurement
 FRONTEND_RESERVE_MB = 1024  # the Java front-end and the OS
 # One worker's RSS, measured by benchmarks/worker_memory_bench.py (ResNet-18 and -50, one 224 px request; NOTES.md
 # "Worker memory"): the runtime imported with no model, then the growth per MB of the engine's file.
@@ -233,6 +238,16 @@ def engine_from_env(environ: Mapping[str, str]) -> str:
     return raw
 
 
+def on_off(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    """An on/off variable (on/off, true/false, 1/0); unset or empty keeps `default`; anything else fails."""
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in {"on", "off", "1", "0", "true", "false"}:
+        raise ValueError(f"{name}={raw!r} must be on or off")
+    return raw in {"on", "1", "true"}
+
+
 def _lenient_workers(environ: Mapping[str, str]) -> int:
     """IMGCLF_WORKERS, else SAGEMAKER_MODEL_SERVER_WORKERS, else 1; a worker never dies over this count."""
     try:
@@ -252,6 +267,7 @@ class HandlerSettings:
     workers: int = 1
     metrics: RequestMetricsSettings = field(default_factory=lambda: request_metrics_settings({}))
     engine: str = "auto"  # IMGCLF_ENGINE
+    jpeg_draft: bool = DEFAULT_JPEG_DRAFT  # IMGCLF_JPEG_DRAFT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HandlerSettings:
@@ -263,6 +279,7 @@ class HandlerSettings:
             workers=_lenient_workers(environ),
             metrics=request_metrics_settings(environ),
             engine=engine_from_env(environ),
+            jpeg_draft=on_off(environ, "IMGCLF_JPEG_DRAFT", DEFAULT_JPEG_DRAFT),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -277,6 +294,7 @@ class HandlerSettings:
             "IMGCLF_ENDPOINT_NAME": self.metrics.endpoint_name,
             "IMGCLF_ENDPOINT_VARIANT": self.metrics.variant,
             "IMGCLF_ENGINE": self.engine,
+            "IMGCLF_JPEG_DRAFT": "on" if self.jpeg_draft else "off",
         }
 
 

@@ -107,7 +107,8 @@ class ImageClassifierHandler:
         self.index_to_name = load_index(Path(model_dir), self.meta.num_classes)
         record = engines.read_record(model_dir)
         self.engine = engines.load_engine(model_dir, record, self.settings.engine, self.device, threads)
-        self.preprocessor = Preprocessor(Preprocessing.from_meta(self.meta), draft=False)
+        self.preprocessor = Preprocessor(Preprocessing.from_meta(self.meta), draft=self.settings.jpeg_draft)
+        self._draft = self.preprocessor.apply_draft if self.settings.jpeg_draft else None  # IMGCLF_JPEG_DRAFT
         self.limits = replace(self.settings.limits, resize_short_side=self.meta.resize_size)  # the request budget
         # Explanations (issue 14): built on the first explained request, so plain serving pays nothing; with an
         # ONNX engine the eager model is loaded then (where torch is installed).
@@ -167,7 +168,7 @@ class ImageClassifierHandler:
                 body = request.get("body")
                 if body is None:
                     body = request.get("data")
-                inputs = decoders.decode(body, content_type, self.limits)
+                inputs = decoders.decode(body, content_type, self.limits, self._draft)
                 rows = [self._to_array(x) for x in inputs]
                 # Explanations (issue 14): what the request asks for, refused with 400 before any work.
                 wanted = explanations.requested(

@@ -152,3 +152,15 @@ def test_imgclf_engine_is_read_normalised_and_passed_to_the_workers(raw, engine)
 def test_an_unknown_imgclf_engine_fails_imgclf_serve_naming_the_choices():
     with pytest.raises(ValueError, match="IMGCLF_ENGINE='tensorrt' must be one of auto, eager, fp16, onnx, int8"):
         ServerSettings.from_env("/tmp/model", environ={"IMGCLF_ENGINE": "tensorrt"})
+
+
+@pytest.mark.parametrize(("raw", "draft"), [(None, False), ("", False), ("on", True), (" ON ", True), ("off", False)])
+def test_imgclf_jpeg_draft_is_off_by_default_and_reaches_the_workers(raw, draft):
+    settings = HandlerSettings.from_env({} if raw is None else {"IMGCLF_JPEG_DRAFT": raw})
+    assert settings.jpeg_draft is draft
+    assert HandlerSettings.from_env(settings.to_env()).jpeg_draft is draft
+
+
+def test_a_misspelt_imgclf_jpeg_draft_fails_imgclf_serve():
+    with pytest.raises(ValueError, match="IMGCLF_JPEG_DRAFT='yes please' must be on or off"):
+        ServerSettings.from_env("/tmp/model", environ={"IMGCLF_JPEG_DRAFT": "yes please"})

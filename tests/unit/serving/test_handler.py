@@ -131,3 +131,30 @@ def test_handler_service_worker_exits_instead_of_reporting_ready_without_a_model
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "still alive" not in proc.stdout
     assert "could not load the model" in proc.stderr
+
+
+def test_imgclf_jpeg_draft_on_decodes_a_large_jpeg_in_draft_mode_and_off_does_not(artifact_dir, handler):
+    """Off (the default fixture): the full decode, torchvision's tensor; on: the drafted decode's tensor."""
+    from PIL import Image
+    from support.handler_calls import mms_context
+
+    from imgclf.images import eval_transform
+    from imgclf.serving.preprocess import Preprocessing, Preprocessor, open_for_model
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (450, 600, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    drafting = ImageClassifierHandler(HandlerSettings(jpeg_draft=True))
+    drafting.initialize(mms_context(artifact_dir, [{}]))
+    drafted = Preprocessor(Preprocessing.from_meta(handler.meta), draft=True)
+    inputs = {
+        "full": eval_transform(handler.meta)(Image.open(io.BytesIO(data)).convert("RGB"))[None],
+        "drafted": torch.from_numpy(drafted(open_for_model(io.BytesIO(data), drafted)))[None],
+    }
+    with torch.no_grad():
+        expected = {k: torch.softmax(handler.model(x), 1).numpy() for k, x in inputs.items()}
+    assert np.abs(expected["full"] - expected["drafted"]).max() > 1e-4  # the two paths are told apart
+    for h, which in ((handler, "full"), (drafting, "drafted")):
+        _, _, body = call_one(h, data, content_type="image/jpeg", accept="application/x-npy")
+        np.testing.assert_allclose(np.load(io.BytesIO(body)), expected[which], atol=1e-5)
