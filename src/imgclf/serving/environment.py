@@ -20,7 +20,8 @@ Front-end (`ServerSettings`):
     SAGEMAKER_STARTUP_TIMEOUT            read and validated (default 600), not used: the port opens only once a
                                          worker has loaded the model, and SageMaker times the start itself
     SAGEMAKER_MAX_PAYLOAD_IN_MB          request body limit, answered with 413 by the front-end (default 6)
-    SAGEMAKER_MODEL_SERVER_VMARGS        JVM options of the front-end (default -XX:-UseContainerSupport)
+    SAGEMAKER_MODEL_SERVER_VMARGS        JVM options of the front-end (default -XX:-UseContainerSupport
+                                         -XX:TieredStopAtLevel=1)
     SAGEMAKER_MULTI_MODEL                "true": multi-model endpoint, models loaded through the management API
                                          (on the public port; POST /models only for directories under the store)
     IMGCLF_MANAGEMENT_PORT               single-model: bind MMS's management API on 127.0.0.1:PORT (default 0:
@@ -86,7 +87,9 @@ from imgclf.system import cpu_count, gpu_count, memory_mb  # noqa: F401 (gpu_cou
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time invocation limit
 DEFAULT_ACCEPT = "application/json"
-DEFAULT_VMARGS = "-XX:-UseContainerSupport"
+# C1 only (no C2 JIT): the front-end only moves bytes, and C2's compile threads compete with the workers for the
+# CPUs at start-up. benchmarks/frontend_jit_bench.py: cold start 0.70x, req/s at 8 clients 1.21x (NOTES.md).
+DEFAULT_VMARGS = "-XX:-UseContainerSupport -XX:TieredStopAtLevel=1"
 DEFAULT_JPEG_DRAFT = False  # exact by default: see benchmarks/NOTES.md (JPEG draft mode) for the measurement
 FRONTEND_RESERVE_MB = 1024  # the Java front-end and the OS
 # One worker's RSS, measured by benchmarks/worker_memory_bench.py (ResNet-18 and -50, one 224 px request; NOTES.md
