@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from support import VENV_BIN
 from support.reliability import loadgen
 from support.served import FLAVOUR_ENV
+from support.training import export_onnx_on_noise
 
 pytestmark = pytest.mark.reliability
 
@@ -42,7 +43,7 @@ def flavour(request) -> str:
 
 
 @pytest.fixture(scope="module")
-def artifact(flavour, sample_data, tmp_path_factory):
+def artifact(flavour, tmp_path_factory):
     """The generated model; for the torch-free flavour with its ONNX engine exported and validated."""
     import torch
 
@@ -54,10 +55,7 @@ def artifact(flavour, sample_data, tmp_path_factory):
     model = build_model("resnet18", 10, "none")
     save_artifact(model, ModelMeta.for_training("resnet18", 10, 64), [str(i) for i in range(10)], out)
     if flavour == "torch-free":
-        from imgclf.export import export_engines
-
-        kept = export_engines(out, sample_data / "valid", candidates=("onnx",), max_valid=40, latency_runs=3)
-        assert "onnx" in kept["engines"], kept
+        export_onnx_on_noise(out)
     return out
 
 

@@ -135,6 +135,29 @@ def break_exported_engine_consistently(model_dir: Path) -> None:
     save_record(model_dir, {"eager": {"p50_ms": 2.0}, "engines": {"onnx": entry}, "rejected": {}})
 
 
+def export_onnx_on_noise(model_dir: Path, images_per_class: int = 4) -> dict:
+    """Export and validate model.onnx for an artifact a test made (random weights, any classes), so the torch-free
+    serve flavour can serve it. Validated on seeded noise images, as many per class as asked: top-1 agreement with
+    eager is the export's check (accuracy means nothing here). Returns the export record; fails if onnx is not kept."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from imgclf.export import export_engines
+
+    meta = json.loads((model_dir / "imgclf.json").read_text())
+    classes, size = meta["num_classes"], meta["image_size"]
+    samples = [(i, i % classes) for i in range(images_per_class * classes)]
+
+    def noise(key: int) -> Image.Image:
+        return Image.fromarray(np.random.default_rng(key).integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+    record = export_engines(model_dir, (samples, noise), candidates=("onnx",), latency_runs=3)
+    assert "onnx" in record["engines"], record["rejected"]
+    return record
+
+
 def sample_jpeg_bytes(sample: Path, per_class: int) -> list[bytes]:
     """The first `per_class` test images of each class of a sample tree, as JPEG bytes (the serving content type)."""
     from PIL import Image

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from support.served import http
-from support.training import break_exported_engine_consistently, break_weights_consistently
+from support.training import break_exported_engine_consistently, break_weights_consistently, export_onnx_on_noise
 
 from imgclf.artifact import ModelMeta, save_artifact
 from imgclf.model import build_model
@@ -63,11 +63,15 @@ def test_a_model_that_cannot_load_never_opens_the_port(serve, tmp_path, flavour)
     assert s.alive_pids() == []
 
 
-def test_multi_model_endpoint_loads_invokes_and_unloads_two_models(serve, trained_model, tmp_path, sample_data):
+def test_multi_model_endpoint_loads_invokes_and_unloads_two_models(
+    serve, trained_model, tmp_path, sample_data, flavour
+):
     store = tmp_path / "models"
     shutil.copytree(trained_model, store / "digits" / "model")
     tiny = store / "tiny" / "model"
     save_artifact(build_model("resnet18", 3), ModelMeta.for_training("resnet18", 3, 48), ["a", "b", "c"], tiny)
+    if flavour == "torch-free":
+        export_onnx_on_noise(tiny)
     s = serve(store, "--multi-model")
     s.wait_healthy()
     for name in ("digits", "tiny"):
