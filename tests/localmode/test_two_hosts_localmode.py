@@ -37,24 +37,24 @@ SHARD_SIZE = 10  # 1259 train images: 126 shards, 63 for each host (630 and 629 
 # batch, so the worker count sets the step count; with one, both runs take 19 steps of 64 images per epoch
 # (floor(629 / 32) on each host, floor(1259 / 64) on one).
 PER_HOST_BATCH = 32
-# Two epochs of the full sample (random init, 32 px): test accuracy 0.83-0.96 over seeds 0-2. After one epoch
-# valid is still near chance (BatchNorm's running statistics lag the weights after 19 steps), and the container
-# fits' slice (20 images per class) ends at chance.
+# Three epochs of the full sample (random init, 32 px): test accuracy 0.97-0.98. After one epoch valid is still
+# near chance (BatchNorm's running statistics lag the weights after 19 steps); after two, accuracy is still on the
+# steep part of the curve (0.83-0.97 over seeds 0-3) and same-seed one-host/two-host differences reached 0.11.
+# The container fits' slice (20 images per class) ends at chance.
 HYPERPARAMETERS = {
     **CONTAINER_HYPERPARAMETERS,
-    "epochs": "2",
+    "epochs": "3",
     "batch-size": str(PER_HOST_BATCH),
     "num-workers": "1",
     "seed": "0",
 }
 ONE_HOST_HYPERPARAMETERS = {**HYPERPARAMETERS, "batch-size": str(2 * PER_HOST_BATCH)}
 # Same seed, same data, same steps: what differs is the sample order (each host shuffles its own shards) and
-# BatchNorm statistics over 32 images instead of 64. Measured on fake /opt/ml trees (seeds 0-2): one host 0.866,
-# 0.848, 0.929, two hosts 0.829, 0.892, 0.959; the same-seed differences -0.04, +0.04, +0.03, while one setting
-# moves ~0.05 (one standard deviation) from seed to seed (269 test images: one is 0.004). 0.1 is twice the
-# largest same-seed difference seen. The digests check the split; this checks what they cannot: that the hosts
-# trained one model together as well as one host does.
-ACCURACY_TOLERANCE = 0.1
+# BatchNorm statistics over 32 images instead of 64. Measured at three epochs on fake /opt/ml trees: seed 3, one
+# host 0.981 and two hosts 0.970; two hosts 0.978 with seed 1 (269 test images: one is 0.004). 0.05 is about five
+# times that spread. The digests check the split; this checks what they cannot: that the hosts trained one model
+# together as well as one host does.
+ACCURACY_TOLERANCE = 0.05
 WELL_ABOVE_CHANCE = 0.6  # 10 classes: chance is 0.1
 
 
@@ -101,7 +101,7 @@ def test_two_hosts_on_tar_shards_draw_disjoint_covering_shares_and_match_one_hos
     keys = shard_keys(sharded_sample / "train")
     assert len(keys) == 1259
     shares = drawn_shares(log)
-    for epoch in (1, 2):
+    for epoch in (1, 2, 3):
         (n1, d1), (n2, d2) = shares[(epoch, "algo-1")], shares[(epoch, "algo-2")]
         assert n1 + n2 == len(keys) and abs(n1 - n2) <= SHARD_SIZE, (epoch, n1, n2)
         # A sample both hosts drew would count twice: the digests add up to the channel's only when disjoint.
