@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
 from support.ports import free_port
-from support.training import FAST_HYPERPARAMETERS, drawn_shares, make_opt_ml, sagemaker_train
+from support.training import FAST_HYPERPARAMETERS, drawn_shares, make_opt_ml, sagemaker_train, shard_keys
 
 from imgclf.cli import main
 from imgclf.training.loaders import sample_set_digest
@@ -95,16 +94,6 @@ STREAM_LINE = re.compile(
 )
 
 
-def _shard_keys(channel: Path) -> list[str]:
-    """shard/KEY of every image in a channel's shards, read from the tars themselves (not the trainer's index)."""
-    keys = []
-    for shard in sorted(channel.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            names = [m.name for m in tar.getmembers() if m.name.endswith((".png", ".jpg", ".jpeg", ".webp"))]
-        keys += [f"{shard.name}/{name.partition('.')[0]}" for name in names]
-    return keys
-
-
 def test_fully_replicated_hosts_stream_disjoint_shards_that_cover_the_channel_every_epoch(sample_data, tmp_path):
     folder = tmp_path / "folder"
     _slice(sample_data / "train", folder / "train", per_class=10)
@@ -115,7 +104,7 @@ def test_fully_replicated_hosts_stream_disjoint_shards_that_cover_the_channel_ev
     # One DataLoader worker per host: the stream runs there, and the share is still logged by the training process.
     hyperparameters = {**HYPERPARAMETERS, "batch-size": "16", "num-workers": "1"}
     outs = _two_hosts(tmp_path, [sharded / "train", sharded / "train"], sharded / "valid", {}, hyperparameters)
-    keys = _shard_keys(sharded / "train")
+    keys = shard_keys(sharded / "train")
     assert len(keys) == 100
     shares = _shares(outs)
     for epoch in (1, 2):

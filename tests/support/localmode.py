@@ -229,13 +229,10 @@ def _cleanup(before: set[str], workdir: Path) -> None:
     for c in _inspect(_container_ids() - before):
         labels = c.get("Config", {}).get("Labels") or {}
         mounts = " ".join(m.get("Source", "") for m in c.get("Mounts", []))
-        image = c.get("Config", {}).get("Image", "")
-        # Only containers this test started: compose project or bind mounts under its workdir, or our images.
-        if (
-            str(workdir) in labels.get("com.docker.compose.project.working_dir", "")
-            or str(workdir) in mounts
-            or image in (TRAIN_IMAGE, SERVE_IMAGE)
-        ):
+        # Only containers this test started: the SDK writes its compose files and bind mounts under the
+        # container_root every driver puts in the workdir (imgclf.sagemaker.target). Not by image: the container
+        # tier's runs (another checkout's, under their own run label) use the same images and no lock.
+        if str(workdir) in labels.get("com.docker.compose.project.working_dir", "") or str(workdir) in mounts:
             ours.append(c["Id"])
     if ours:
         print(f"cleanup: removing {len(ours)} container(s) left behind")

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -52,6 +53,17 @@ SHARE_LINE = re.compile(
 def drawn_shares(logs: str) -> dict[tuple[int, str], tuple[int, int]]:
     """(epoch, host) -> (train samples drawn, their `sample_set_digest` as an int), from training logs."""
     return {(int(e), h): (int(n), int(d, 16)) for e, h, n, d in SHARE_LINE.findall(logs)}
+
+
+def shard_keys(channel: Path) -> list[str]:
+    """shard/KEY of every image in a channel's tar shards, read from the tars themselves (not the trainer's index):
+    the keys `log_epoch_share` digests for a shard channel."""
+    keys = []
+    for shard in sorted(channel.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            names = [m.name for m in tar.getmembers() if m.name.endswith((".png", ".jpg", ".jpeg", ".webp"))]
+        keys += [f"{shard.name}/{name.partition('.')[0]}" for name in names]
+    return keys
 
 
 def read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
