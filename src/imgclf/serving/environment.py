@@ -88,7 +88,7 @@ DEFAULT_TOP_K = 5
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time invocation limit
 DEFAULT_ACCEPT = "application/json"
 # C1 only (no C2 JIT): the front-end only moves bytes, and C2's compile threads compete with the workers for the
-# CPUs at start-up. benchmarks/frontend_jit_bench.py: cold start 0.70x, req/s at 8 clients 1.21x (NOTES.md).
+# CPUs at start-up. benchmarks/frontend_jit_bench.py: cold start 0.77x, req/s at 8 clients 1.15x (NOTES.md).
 DEFAULT_VMARGS = "-XX:-UseContainerSupport -XX:TieredStopAtLevel=1"
 DEFAULT_JPEG_DRAFT = False  # exact by default: see benchmarks/NOTES.md (JPEG draft mode) for the measurement
 FRONTEND_RESERVE_MB = 1024  # the Java front-end and the OS
